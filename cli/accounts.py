@@ -1,0 +1,282 @@
+"""Account commands: add, import, use, current, switch, list, remove."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
+from cao.config.errors import CaoError, InvalidInput
+from cao.config.files import write_atomic
+from cao.config.pool import AccountPool, AccountView, Availability
+
+from .base import (
+    AccountName,
+    account_name,
+    app,
+    human_until,
+    local_time,
+    print_json,
+    say,
+    store_of,
+    warn,
+)
+from .codex import find_codex, run_login
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    name: AccountName,
+    device_auth: Annotated[
+        bool, typer.Option("--device-auth", help="Log in with a device code instead of a browser.")
+    ] = False,
+    no_login: Annotated[
+        bool, typer.Option("--no-login", help="Only create the account home; log in later.")
+    ] = False,
+    codex: Annotated[
+        Path | None, typer.Option("--codex", help="The codex binary to log in with.")
+    ] = None,
+) -> None:
+    """Add an account (its own CODEX_HOME) and log it in with `codex login`.
+
+    Adding an existing account runs the login again (e.g. after "needs login").
+    """
+    store = store_of(ctx)
+    name = account_name(name)
+    codex_bin = None if no_login else find_codex(codex)
+    home = store.prepare_home(name)
+    created = store.update_registry(lambda r: r.add(name))
+    registry = store.load_registry()
+    say(
+        f"{'added' if created else 'account exists:'} {name} ({home})"
+        + (" [default]" if registry.default_account == name else "")
+    )
+    if codex_bin is None:
+        say(f"log in later with: cao add {name}")
+        return
+    code = run_login(codex_bin, home, device_auth)
+    auth_path = home / AUTH_FILE
+    if auth_path.exists():
+        auth_path.chmod(0o600)
+    if code != 0:
+        raise CaoError(f"codex login exited with code {code}; run `cao add {name}` to try again")
+    auth = read_auth(home)
+    if not auth.logged_in:
+        raise CaoError(f"login finished but {auth_path} holds no tokens ({auth.state})")
+    # A fresh login makes any "needs login" mark stale.
+    store.update_state(lambda s: s.account(name).__setattr__("needs_login", None))
+    say(f"logged in {name}" + (f" as {auth.email}" if auth.email else ""))
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    name: AccountName,
+    source: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="A CODEX_HOME (e.g. ~/.codex) or an auth.json to copy.",
+            show_default=False,
+        ),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a login the account already has.")
+    ] = False,
+) -> None:
+    """Copy an existing Codex login into an account, so no browser login is needed."""
+    store = store_of(ctx)
+    name = account_name(name)
+    source = source.expanduser()
+    path = source / AUTH_FILE if source.is_dir() else source
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
+    try:
+        auth = AccountAuth.parse(json.loads(data))
+    except ValueError:
+        raise InvalidInput(f"{path} is not valid JSON") from None
+    if not auth.logged_in:
+        raise InvalidInput(f"{path} holds no ChatGPT login ({auth.problem or auth.state})")
+    home = store.prepare_home(name)
+    if read_auth(home).logged_in and not force:
+        raise CaoError(f"account {name} is already logged in; add --force to replace its login")
+    write_atomic(home / AUTH_FILE, data)
+    store.update_registry(lambda r: r.add(name))
+    store.update_state(lambda s: s.account(name).__setattr__("needs_login", None))
+    say(f"imported {path} into {name}" + (f" ({auth.email})" if auth.email else ""))
+    # Refresh tokens are single-use: two homes holding one login will brick one of them.
+    warn(
+        f"{path.parent} and {name} now share one login; when either refreshes it, the other "
+        f"must log in again. Prefer `codex logout` there, or `cao add {name}` for a login "
+        "of its own."
+    )
+
+
+@app.command()
+def use(ctx: typer.Context, name: AccountName) -> None:
+    """Make NAME the default account (tried first)."""
+    store = store_of(ctx)
+    name = account_name(name)
+    store.require_account(name)
+
+    def set_default(registry: Any) -> None:
+        if name not in registry.accounts:
+            raise CaoError(f"no account named {name!r}")
+        registry.default_account = name
+
+    store.update_registry(set_default)
+    say(f"default account: {name}")
+
+
+@app.command()
+def current(ctx: typer.Context) -> None:
+    """Print the default account."""
+    default = store_of(ctx).load_registry().default_account
+    if default is None:
+        raise CaoError("no default account: add one with `cao add NAME`")
+    print(default)
+
+
+@app.command()
+def switch(ctx: typer.Context) -> None:
+    """Pick the default account from a numbered list."""
+    store = store_of(ctx)
+    registry = store.load_registry()
+    if not registry.accounts:
+        raise CaoError("no accounts yet: add one with `cao add NAME`")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InvalidInput("`cao switch` needs a terminal; use `cao use NAME` instead")
+    for i, name in enumerate(registry.accounts, 1):
+        marker = "*" if name == registry.default_account else " "
+        print(f"{marker} {i}) {name}")
+    answer = typer.prompt("Default account (number or name)").strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(registry.accounts):
+        choice = registry.accounts[int(answer) - 1]
+    elif answer in registry.accounts:
+        choice = answer
+    else:
+        raise InvalidInput(f"{answer!r} is not one of the listed accounts")
+    use(ctx, choice)
+
+
+def _account_json(view: AccountView, now: float) -> dict[str, Any]:
+    availability = view.availability(now)
+    state = view.state
+    return {
+        "name": view.name,
+        "default": view.is_default,
+        "login": view.auth.state.value,
+        "problem": view.auth.problem,
+        "status": availability.value,
+        "email": view.auth.email,
+        "plan": view.auth.plan_type,
+        "account_id": view.auth.account_id,
+        "token_expires_at": view.auth.expires_at,
+        "cooling_until": state.cooling_until if state.cooling(now) else None,
+        "cooling_reason": state.cooling_reason if state.cooling(now) else None,
+        "needs_login": state.needs_login,
+        "fix": view.fix_command(),
+        "usage": {
+            minutes: {"used_percent": w.used_percent, "resets_at": w.resets_at}
+            for minutes, w in sorted(state.current_usage(now).items(), key=lambda kv: int(kv[0]))
+        },
+        "last_quota_hit": state.last_quota_hit,
+        "last_used": state.last_used,
+        "home": str(view.home),
+    }
+
+
+def window_label(minutes: str) -> str:
+    m = int(minutes)
+    if m % 10080 == 0:
+        return "weekly" if m == 10080 else f"{m // 10080}w"
+    if m % 1440 == 0:
+        return f"{m // 1440}d"
+    if m % 60 == 0:
+        return f"{m // 60}h"
+    return f"{m}m"
+
+
+def _status_text(view: AccountView, now: float) -> str:
+    availability = view.availability(now)
+    if availability is Availability.COOLING and view.state.cooling_until:
+        return f"cooling until {local_time(view.state.cooling_until)}"
+    if availability is Availability.NEEDS_LOGIN:
+        return f"needs login: run `cao add {view.name}`"
+    if availability is Availability.NOT_LOGGED_IN:
+        return f"not logged in: run `cao add {view.name}`"
+    if availability is Availability.UNREADABLE:
+        return f"unreadable auth.json ({view.auth.problem})"
+    return "usable"
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List accounts in fallback order: login, email, plan, token expiry, usage."""
+    views = AccountPool(store_of(ctx)).accounts()
+    now = time.time()
+    if as_json:
+        print_json([_account_json(v, now) for v in views])
+        return
+    if not views:
+        say("no accounts yet: add one with `cao add NAME`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("", "name", "status", "email", "plan", "token expires", "usage"):
+        table.add_column(column)
+    for v in views:
+        usage = "  ".join(
+            f"{window_label(m)} {w.used_percent:.0f}%"
+            for m, w in sorted(v.state.current_usage(now).items(), key=lambda kv: int(kv[0]))
+        )
+        expiry = human_until(v.auth.expires_at, now) if v.auth.expires_at else "-"
+        table.add_row(
+            "*" if v.is_default else "",
+            v.name,
+            _status_text(v, now),
+            v.auth.email or "-",
+            v.auth.plan_type or "-",
+            expiry if v.auth.state is LoginState.LOGGED_IN else "-",
+            usage or "-",
+        )
+    Console().print(table)
+
+
+@app.command()
+def remove(
+    ctx: typer.Context,
+    name: AccountName,
+    keep_files: Annotated[
+        bool, typer.Option("--keep-files", help="Keep the account's CODEX_HOME on disk.")
+    ] = False,
+) -> None:
+    """Remove an account from the registry and delete its home (unless --keep-files)."""
+    store = store_of(ctx)
+    name = account_name(name)
+    store.require_account(name)
+
+    def drop(registry: Any) -> str | None:
+        if name in registry.accounts:
+            registry.remove(name)
+        return str(registry.default_account) if registry.default_account else None
+
+    new_default = store.update_registry(drop)
+    store.update_state(lambda s: s.accounts.pop(name, None))
+    if not keep_files:
+        store.delete_home(name)
+    say(f"removed {name}" + (" (files kept)" if keep_files else ""))
+    if new_default:
+        say(f"default account: {new_default}")

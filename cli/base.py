@@ -1,0 +1,136 @@
+"""The typer apps, the global options and the output helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cao.config.errors import CaoError
+from cao.config.names import validate_name
+from cao.config.store import Store, resolve_data_dir
+
+app = typer.Typer(
+    name="cao",
+    help="Keep Codex running across ChatGPT accounts: one CODEX_HOME per account, a re-run "
+    "fallback (`cao run`) and a local gateway that swaps accounts under a live session.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+gateway_app = typer.Typer(
+    help="The local gateway that swaps accounts under a live Codex session.",
+    no_args_is_help=True,
+)
+app.add_typer(gateway_app, name="gateway")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"cao {version('codex-account-orchestrator')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Where accounts and state live (env: CAO_DATA_DIR; "
+            "default: ~/.codex-account-orchestrator).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = Store(resolve_data_dir(data_dir))
+
+
+def store_of(ctx: typer.Context) -> Store:
+    root = ctx.find_root()
+    assert isinstance(root.obj, Store)
+    return root.obj
+
+
+AccountName = Annotated[
+    str, typer.Argument(help="Account name: letters, digits, '_' and '-'.", show_default=False)
+]
+
+
+def account_name(name: str) -> str:
+    return validate_name(name)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    """A line for humans on stderr, so stdout stays clean for --json and pipes."""
+    sys.stderr.write(f"{message}\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"cao: warning: {message}\n")
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        sys.stderr.write(f"cao: {prefix}{record.getMessage()}\n")
+
+
+def setup_logging() -> None:
+    log = logging.getLogger("cao")
+    if not log.handlers:
+        log.addHandler(_WarningHandler())
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(abs(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m"
+    return f"{seconds}s"
+
+
+def human_until(when: float, now: float | None = None) -> str:
+    delta = when - (time.time() if now is None else now)
+    return f"in {human_duration(delta)}" if delta >= 0 else f"{human_duration(delta)} ago"
+
+
+def local_time(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """For `raise fail(...)`: one line on stderr, then exit with `code`."""
+    sys.stderr.write(f"cao: error: {message}\n")
+    return typer.Exit(code)
+
+
+__all__ = ["CaoError"]

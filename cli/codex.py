@@ -1,0 +1,52 @@
+"""Finding and starting the real Codex binary (never our own shim)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from cao.config.errors import CaoError
+
+SHIM_MARKER = "# cao-shim: codex"  # first lines of the shim `cao gateway enable` writes
+INSTALL_HINT = "install it with `npm install -g @openai/codex`, or pass --codex PATH"
+
+
+def is_cao_shim(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return SHIM_MARKER.encode() in f.read(512)
+    except OSError:
+        return False
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_codex(explicit: Path | None = None, env: Mapping[str, str] = os.environ) -> Path:
+    """`explicit`, else the first `codex` on PATH that is not our shim."""
+    if explicit is not None:
+        path = explicit.expanduser()
+        if not _executable(path):
+            raise CaoError(f"--codex {explicit}: not an executable file")
+        return path.absolute()
+    for entry in env.get("PATH", "").split(os.pathsep):
+        candidate = Path(entry or ".") / "codex"
+        if _executable(candidate) and not is_cao_shim(candidate):
+            return candidate.absolute()
+    raise CaoError(f"codex not found on PATH: {INSTALL_HINT}")
+
+
+def codex_env(home: Path, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    return {**base, "CODEX_HOME": str(home)}
+
+
+def run_login(codex: Path, home: Path, device_auth: bool) -> int:
+    """`codex login` in the account's home, on the user's terminal."""
+    args = [str(codex), "login"] + (["--device-auth"] if device_auth else [])
+    try:
+        return subprocess.call(args, env=codex_env(home))
+    except OSError as e:
+        raise CaoError(f"cannot run {codex}: {e.strerror}") from None

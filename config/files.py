@@ -1,0 +1,67 @@
+"""The one way this tool writes a file: temp file in the same dir, fsync, rename."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+
+log = logging.getLogger("cao")
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and parents) as 0700; tighten it if it exists with looser bits."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(DIR_MODE)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace `path` with `data`: a reader, or a crash, sees the old or the new file whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, document: object, mode: int = FILE_MODE) -> None:
+    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), mode)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not every filesystem allows it.
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Keep a file we cannot parse as `<file>.corrupt-<timestamp>`; never delete it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    log.warning("%s is not valid (%s); kept it as %s and started empty", path, reason, target.name)
+    return target

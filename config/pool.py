@@ -1,0 +1,81 @@
+"""The account pool: registry order + each account's login + its pool state, as one view."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .auth import AccountAuth, LoginState, read_auth
+from .registry import Registry
+from .state import AccountState, PoolState
+from .store import Store
+
+
+class Availability(StrEnum):
+    USABLE = "usable"
+    COOLING = "cooling"
+    NEEDS_LOGIN = "needs login"
+    NOT_LOGGED_IN = "not logged in"
+    UNREADABLE = "unreadable auth.json"
+
+
+@dataclass(frozen=True)
+class AccountView:
+    name: str
+    is_default: bool
+    home: Path
+    auth: AccountAuth
+    state: AccountState
+
+    def availability(self, now: float) -> Availability:
+        if self.auth.state is LoginState.NOT_LOGGED_IN:
+            return Availability.NOT_LOGGED_IN
+        if self.auth.state is LoginState.UNREADABLE:
+            return Availability.UNREADABLE
+        if self.state.needs_login:
+            return Availability.NEEDS_LOGIN
+        if self.state.cooling(now):
+            return Availability.COOLING
+        return Availability.USABLE
+
+    def usable(self, now: float) -> bool:
+        return self.availability(now) is Availability.USABLE
+
+    def max_used_percent(self, now: float) -> float:
+        windows = self.state.current_usage(now).values()
+        return max((w.used_percent for w in windows), default=0.0)
+
+    def fix_command(self) -> str | None:
+        """The command that makes this account usable again, when one can."""
+        if self.auth.state is not LoginState.LOGGED_IN or self.state.needs_login:
+            return f"cao add {self.name}"
+        return None
+
+
+def build_views(store: Store, registry: Registry, state: PoolState) -> list[AccountView]:
+    views = []
+    for name in registry.fallback_order():
+        home = store.home(name)
+        views.append(
+            AccountView(
+                name, name == registry.default_account, home, read_auth(home), state.get(name)
+            )
+        )
+    return views
+
+
+class AccountPool:
+    """Read side of the pool for one-shot commands (the gateway keeps its own cached copy)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def accounts(self) -> list[AccountView]:
+        return build_views(self.store, self.store.load_registry(), self.store.load_state())
+
+    def earliest_reset(self, now: float | None = None) -> float | None:
+        now = time.time() if now is None else now
+        times = [v.state.cooling_until for v in self.accounts() if v.state.cooling(now)]
+        return min((t for t in times if t is not None), default=None)

@@ -1,0 +1,128 @@
+"""The pool state (cao-state.json): what the gateway and `cao run` learned about each account.
+
+Cooldowns, "needs login", usage windows and the last account switches live here, so that they
+survive a restart and every process on the data dir (gateways, `cao run`, `cao list`) sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_SWITCHES = 50
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class UsageWindow:
+    """One rate-limit window as the upstream reported it (keyed by its length in minutes)."""
+
+    used_percent: float
+    resets_at: float | None = None
+    updated_at: float = 0.0
+
+    def current(self, now: float) -> bool:
+        """A window past its reset time says nothing about the account any more."""
+        return self.resets_at is None or self.resets_at > now
+
+
+@dataclass
+class AccountState:
+    cooling_until: float | None = None
+    cooling_reason: str | None = None
+    needs_login: str | None = None  # why the tokens cannot be refreshed any more
+    last_quota_hit: float | None = None
+    last_used: float | None = None
+    usage: dict[str, UsageWindow] = field(default_factory=dict)
+
+    def cooling(self, now: float) -> bool:
+        return self.cooling_until is not None and self.cooling_until > now
+
+    def current_usage(self, now: float) -> dict[str, UsageWindow]:
+        return {k: w for k, w in self.usage.items() if w.current(now)}
+
+    @classmethod
+    def parse(cls, raw: object) -> AccountState:
+        if not isinstance(raw, dict):
+            return cls()
+        usage: dict[str, UsageWindow] = {}
+        raw_usage = raw.get("usage")
+        if isinstance(raw_usage, dict):
+            for minutes, w in raw_usage.items():
+                percent = _num(w.get("used_percent")) if isinstance(w, dict) else None
+                if percent is not None and isinstance(w, dict):
+                    usage[str(minutes)] = UsageWindow(
+                        percent, _num(w.get("resets_at")), _num(w.get("updated_at")) or 0.0
+                    )
+        return cls(
+            cooling_until=_num(raw.get("cooling_until")),
+            cooling_reason=_text(raw.get("cooling_reason")),
+            needs_login=_text(raw.get("needs_login")),
+            last_quota_hit=_num(raw.get("last_quota_hit")),
+            last_used=_num(raw.get("last_used")),
+            usage=usage,
+        )
+
+
+@dataclass
+class Switch:
+    at: float
+    from_account: str | None
+    to_account: str | None
+    reason: str
+
+
+@dataclass
+class PoolState:
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    switches: list[Switch] = field(default_factory=list)
+
+    def account(self, name: str) -> AccountState:
+        return self.accounts.setdefault(name, AccountState())
+
+    def get(self, name: str) -> AccountState:
+        return self.accounts.get(name) or AccountState()
+
+    def record_switch(self, switch: Switch) -> None:
+        self.switches.append(switch)
+        del self.switches[:-MAX_SWITCHES]
+
+    @classmethod
+    def parse(cls, document: object) -> PoolState:
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        raw_accounts = document.get("accounts", {})
+        if not isinstance(raw_accounts, dict):
+            raise ValueError("'accounts' is not an object")
+        switches = []
+        raw_switches = document.get("switches", [])
+        for s in raw_switches if isinstance(raw_switches, list) else []:
+            if isinstance(s, dict) and (at := _num(s.get("at"))) is not None:
+                switches.append(
+                    Switch(
+                        at,
+                        _text(s.get("from_account")),
+                        _text(s.get("to_account")),
+                        _text(s.get("reason")) or "unknown",
+                    )
+                )
+        return cls(
+            {str(k): AccountState.parse(v) for k, v in raw_accounts.items()},
+            switches[-MAX_SWITCHES:],
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "accounts": {k: asdict(v) for k, v in self.accounts.items()},
+            "switches": [asdict(s) for s in self.switches],
+        }

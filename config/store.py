@@ -1,0 +1,150 @@
+"""The data dir: registry, pool state and one CODEX_HOME per account, behind one file lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import filelock
+import tomli_w
+
+from .defaults import DATA_DIR_ENV, DATA_DIR_NAME
+from .errors import CaoError
+from .files import ensure_private_dir, quarantine, write_atomic, write_json_atomic
+from .names import validate_name
+from .registry import Registry
+from .state import PoolState
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+REGISTRY_FILE = "registry.json"
+STATE_FILE = "cao-state.json"
+LOCK_FILE = ".cao.lock"
+ACCOUNT_CONFIG = {"cli_auth_credentials_store": "file", "forced_login_method": "chatgpt"}
+LOCK_TIMEOUT = 30.0
+
+
+def resolve_data_dir(option: Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """--data-dir, else $CAO_DATA_DIR, else ~/.codex-account-orchestrator."""
+    if option is not None:
+        return option.expanduser().absolute()
+    if env.get(DATA_DIR_ENV):
+        return Path(env[DATA_DIR_ENV]).expanduser().absolute()
+    return Path.home() / DATA_DIR_NAME
+
+
+class Store:
+    """All state on disk. Every read-modify-write of a shared file happens under `lock`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.registry_path = data_dir / REGISTRY_FILE
+        self.state_path = data_dir / STATE_FILE
+        # Reentrant within a thread, exclusive across processes (flock on the lock file).
+        self._lock = filelock.FileLock(data_dir / LOCK_FILE, timeout=LOCK_TIMEOUT, mode=0o600)
+
+    def ensure(self) -> None:
+        ensure_private_dir(self.data_dir)
+
+    def lock(self) -> filelock.FileLock:
+        self.ensure()
+        return self._lock
+
+    def _locked(self) -> filelock.FileLock:
+        lock = self.lock()
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise CaoError(
+                f"{self.data_dir} is locked by another cao process for over {LOCK_TIMEOUT:.0f}s"
+            ) from None
+        return lock
+
+    # -- generic JSON documents ----------------------------------------------------------------
+
+    def _load(self, path: Path, parse: Callable[[object], D], empty: Callable[[], D]) -> D:
+        """Read a document; a corrupt one is set aside under the lock and read as empty."""
+        try:
+            return parse(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return empty()
+        except ValueError:
+            pass
+        lock = self._locked()
+        try:
+            try:
+                return parse(json.loads(path.read_bytes()))  # another process may have fixed it
+            except FileNotFoundError:
+                return empty()
+            except ValueError as e:
+                quarantine(path, str(e).splitlines()[0][:80])
+                return empty()
+        finally:
+            lock.release()
+
+    def _update(
+        self,
+        path: Path,
+        parse: Callable[[object], D],
+        empty: Callable[[], D],
+        dump: Callable[[D], object],
+        mutate: Callable[[D], T],
+    ) -> T:
+        lock = self._locked()
+        try:
+            document = self._load(path, parse, empty)
+            result = mutate(document)
+            write_json_atomic(path, dump(document))
+            return result
+        finally:
+            lock.release()
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def load_registry(self) -> Registry:
+        return self._load(self.registry_path, Registry.parse, Registry)
+
+    def update_registry(self, mutate: Callable[[Registry], T]) -> T:
+        return self._update(self.registry_path, Registry.parse, Registry, Registry.dump, mutate)
+
+    # -- pool state ----------------------------------------------------------------------------
+
+    def load_state(self) -> PoolState:
+        return self._load(self.state_path, PoolState.parse, PoolState)
+
+    def update_state(self, mutate: Callable[[PoolState], T]) -> T:
+        return self._update(self.state_path, PoolState.parse, PoolState, PoolState.dump, mutate)
+
+    # -- account homes -------------------------------------------------------------------------
+
+    def home(self, name: str) -> Path:
+        return self.data_dir / validate_name(name)
+
+    def prepare_home(self, name: str) -> Path:
+        """Create the account's CODEX_HOME (0700) with our config.toml unless one exists."""
+        self.ensure()
+        home = self.home(name)
+        ensure_private_dir(home)
+        config = home / "config.toml"
+        if not config.exists():
+            write_atomic(config, tomli_w.dumps(ACCOUNT_CONFIG).encode())
+        return home
+
+    def delete_home(self, name: str) -> None:
+        home = self.home(name)
+        if home.is_symlink():
+            home.unlink()  # never follow a link out of the data dir
+        elif home.exists():
+            shutil.rmtree(home)
+
+    def require_account(self, name: str) -> Registry:
+        registry = self.load_registry()
+        if validate_name(name) not in registry.accounts:
+            known = ", ".join(registry.accounts) or "none yet"
+            raise CaoError(f"no account named {name!r} (accounts: {known})")
+        return registry

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FAKE_CODEX
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir(mode=0o700)
+    return d
+
+
+@pytest.fixture
+def fake_codex_path(tmp_path: Path) -> Path:
+    """A PATH dir whose `codex` is the recording fake."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "codex").symlink_to(FAKE_CODEX)
+    return bindir

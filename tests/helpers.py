@@ -1,0 +1,125 @@
+"""Shared test helpers: fake tokens, account homes, and running `cao` as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CAO = [str(Path(sys.executable).parent / "cao")]  # the installed console script
+FAKE_CODEX = REPO / "tests" / "fakes" / "fake_codex.py"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(claims: dict[str, Any]) -> str:
+    header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    return f"{header}.{b64(json.dumps(claims).encode())}.{b64(b'sig')}"
+
+
+def fake_token(label: str, exp: float | None = None, **claims: Any) -> str:
+    """A JWT whose payload carries a recognizable secret marker, for leak checks."""
+    body: dict[str, Any] = {"secret": f"SECRET-{label}", **claims}
+    if exp is not None:
+        body["exp"] = int(exp)
+    return make_jwt(body)
+
+
+def auth_document(
+    name: str,
+    *,
+    account_id: str | None = None,
+    exp: float | None = None,
+    plan: str = "plus",
+    refresh_token: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    account_id = account_id or f"acct-{name}"
+    id_token = make_jwt(
+        {
+            "email": f"{name}@example.com",
+            "https://api.openai.com/auth": {
+                "chatgpt_plan_type": plan,
+                "chatgpt_account_id": account_id,
+                "chatgpt_user_id": f"user-{name}",
+            },
+        }
+    )
+    return {
+        "auth_mode": "chatgpt",
+        "OPENAI_API_KEY": None,
+        "tokens": {
+            "id_token": id_token,
+            "access_token": fake_token(f"access-{name}", exp or time.time() + 86400),
+            "refresh_token": refresh_token or f"SECRET-refresh-{name}-0",
+            "account_id": account_id,
+        },
+        "last_refresh": "2026-11-01T00:00:00Z",
+        **extra,
+    }
+
+
+def write_account(data_dir: Path, name: str, default: bool = False, **auth: Any) -> Path:
+    """An account home as `cao add` + `codex login` leave it."""
+    home = data_dir / name
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        'cli_auth_credentials_store = "file"\nforced_login_method = "chatgpt"\n'
+    )
+    path = home / "auth.json"
+    path.write_text(json.dumps(auth_document(name, **auth)))
+    path.chmod(0o600)
+    registry_path = data_dir / "registry.json"
+    registry = (
+        json.loads(registry_path.read_text())
+        if registry_path.exists()
+        else {"default_account": None, "accounts": []}
+    )
+    if name not in registry["accounts"]:
+        registry["accounts"].append(name)
+    if default or registry["default_account"] is None:
+        registry["default_account"] = name
+    registry_path.write_text(json.dumps(registry))
+    data_dir.chmod(0o700)
+    return home
+
+
+def cao_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAO_")}
+    env["CAO_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def run_cao(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CAO, *args],
+        env=env or cao_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
+
+
+def assert_private(data_dir: Path) -> None:
+    """Account dirs 0700, token files 0600: checked after CLI commands."""
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+        elif path.name == "auth.json" or path.name.endswith(".json"):
+            assert mode == 0o600, f"{path} is {oct(mode)}"
