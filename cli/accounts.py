@@ -13,7 +13,7 @@ import typer
 from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
-from cao.config.pool import AccountPool, AccountView, Availability
+from cao.config.pool import AccountPool, AccountView, Availability, account_summary
 
 from .base import (
     AccountName,
@@ -169,33 +169,6 @@ def switch(ctx: typer.Context) -> None:
     use(ctx, choice)
 
 
-def _account_json(view: AccountView, now: float) -> dict[str, Any]:
-    availability = view.availability(now)
-    state = view.state
-    return {
-        "name": view.name,
-        "default": view.is_default,
-        "login": view.auth.state.value,
-        "problem": view.auth.problem,
-        "status": availability.value,
-        "email": view.auth.email,
-        "plan": view.auth.plan_type,
-        "account_id": view.auth.account_id,
-        "token_expires_at": view.auth.expires_at,
-        "cooling_until": state.cooling_until if state.cooling(now) else None,
-        "cooling_reason": state.cooling_reason if state.cooling(now) else None,
-        "needs_login": state.needs_login,
-        "fix": view.fix_command(),
-        "usage": {
-            minutes: {"used_percent": w.used_percent, "resets_at": w.resets_at}
-            for minutes, w in sorted(state.current_usage(now).items(), key=lambda kv: int(kv[0]))
-        },
-        "last_quota_hit": state.last_quota_hit,
-        "last_used": state.last_used,
-        "home": str(view.home),
-    }
-
-
 def window_label(minutes: str) -> str:
     m = int(minutes)
     if m % 10080 == 0:
@@ -226,7 +199,7 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     views = AccountPool(store_of(ctx)).accounts()
     now = time.time()
     if as_json:
-        print_json([_account_json(v, now) for v in views])
+        print_json([{**account_summary(v, now), "home": str(v.home)} for v in views])
         return
     if not views:
         say("no accounts yet: add one with `cao add NAME`")

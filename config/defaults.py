@@ -15,7 +15,7 @@ STATUS_PATH: Final = "/__cao/status"
 CODEX_CLIENT_ID: Final = "app_EMoamEEZ73f0CkXaXp7hrann"  # Codex's OAuth client id
 COOLDOWN_SECONDS: Final = 900  # when a quota answer gives no reset time
 REFRESH_MARGIN_SECONDS: Final = 300  # refresh access tokens this close to expiry
-SWITCH_AT_PERCENT: Final = 95.0
+SWITCH_AT_PERCENT: Final = 95  # whole percent: mitmproxy --set cannot parse floats
 
 RUN_MAX_PASSES: Final = 2
 RUN_RETRY_DELAY: Final = 0.0

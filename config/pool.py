@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from .auth import AccountAuth, LoginState, read_auth
 from .registry import Registry
@@ -52,6 +53,34 @@ class AccountView:
         if self.auth.state is not LoginState.LOGGED_IN or self.state.needs_login:
             return f"cao add {self.name}"
         return None
+
+
+def account_summary(view: AccountView, now: float) -> dict[str, Any]:
+    """Everything known about an account, as JSON for `cao list --json` and the gateway's
+    status endpoint. Never a token."""
+    state = view.state
+    cooling = state.cooling(now)
+    return {
+        "name": view.name,
+        "default": view.is_default,
+        "status": view.availability(now).value,
+        "login": view.auth.state.value,
+        "problem": view.auth.problem,
+        "email": view.auth.email,
+        "plan": view.auth.plan_type,
+        "account_id": view.auth.account_id,
+        "token_expires_at": view.auth.expires_at,
+        "cooling_until": state.cooling_until if cooling else None,
+        "cooling_reason": state.cooling_reason if cooling else None,
+        "needs_login": state.needs_login,
+        "fix": view.fix_command(),
+        "usage": {
+            minutes: {"used_percent": w.used_percent, "resets_at": w.resets_at}
+            for minutes, w in sorted(state.current_usage(now).items(), key=lambda kv: int(kv[0]))
+        },
+        "last_quota_hit": state.last_quota_hit,
+        "last_used": state.last_used,
+    }
 
 
 def build_views(store: Store, registry: Registry, state: PoolState) -> list[AccountView]:

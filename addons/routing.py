@@ -1,0 +1,95 @@
+"""Which account serves a request: pure functions over the pool's views."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cao.config.pool import AccountView, Availability
+
+# Newer Codex sends session-id / thread-id, older session_id / conversation_id.
+CONVERSATION_HEADERS = ("thread-id", "session-id", "conversation_id", "session_id")
+TURN_STATE_HEADER = "x-codex-turn-state"
+
+
+def conversation_id(headers: Mapping[str, str]) -> str | None:
+    for name in CONVERSATION_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def is_continuation(headers: Mapping[str, str]) -> bool:
+    """A follow-up request inside one turn (it echoes the server's turn state)."""
+    return TURN_STATE_HEADER in headers
+
+
+@dataclass(frozen=True)
+class Choice:
+    account: AccountView | None
+    moved_from: str | None = None  # the account the conversation leaves, if it moves
+    reason: str | None = None  # why it moves
+
+
+def _leave_reason(view: AccountView, now: float, switch_at: float) -> str:
+    availability = view.availability(now)
+    if availability is Availability.COOLING:
+        return view.state.cooling_reason or "quota"
+    if availability is Availability.USABLE:
+        return "threshold" if view.max_used_percent(now) >= switch_at else "recovered"
+    return availability.value
+
+
+def choose_account(
+    views: Sequence[AccountView],
+    now: float,
+    current: str | None = None,
+    continuation: bool = False,
+    switch_at: float = 100.0,
+) -> Choice:
+    """Keep a conversation on `current` while it is usable (and under the switch threshold,
+    unless mid-turn); else the first usable account under the threshold in fallback order;
+    else, all being above it, the usable one with the most headroom."""
+    usable = [v for v in views if v.usable(now)]
+    by_name = {v.name: v for v in views}
+    stay = by_name.get(current) if current else None
+    if (
+        stay is not None
+        and stay.usable(now)
+        and (continuation or stay.max_used_percent(now) < switch_at)
+    ):
+        return Choice(stay)
+    below = [v for v in usable if v.max_used_percent(now) < switch_at]
+    chosen = below[0] if below else min(usable, key=lambda v: v.max_used_percent(now), default=None)
+    if chosen is None:
+        return Choice(None)
+    if current is None or current == chosen.name:
+        return Choice(chosen)
+    left = by_name.get(current)
+    reason = _leave_reason(left, now, switch_at) if left else "account removed"
+    return Choice(chosen, current, reason)
+
+
+class ConversationMap:
+    """conversation id -> account serving it; bounded, least recently used dropped first."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._items: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, conversation: str) -> str | None:
+        account = self._items.get(conversation)
+        if account is not None:
+            self._items.move_to_end(conversation)
+        return account
+
+    def set(self, conversation: str, account: str) -> None:
+        self._items[conversation] = account
+        self._items.move_to_end(conversation)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

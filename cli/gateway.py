@@ -1,0 +1,276 @@
+"""`cao gateway start|status|enable|disable`."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.request
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+
+from cao.config import defaults
+from cao.config.errors import CaoError, InvalidInput
+from cao.config.files import ensure_private_dir
+from cao.config.pool import AccountPool
+from cao.config.store import Store
+
+from .base import gateway_app, local_time, print_json, say, store_of, warn
+from .codex import find_codex
+from .shim import default_bin_dir, install_shim, path_problem, remove_shim
+
+
+class RetryMode(StrEnum):
+    redirect = "redirect"
+    inline = "inline"
+
+
+Host = Annotated[str, typer.Option("--host", help="Address the gateway listens on.")]
+Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port the gateway listens on.")]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def origin(url: str, what: str) -> str:
+    """An http(s) origin without path: what mitmproxy's reverse mode can take."""
+    parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        raise InvalidInput(f"{what} {url!r}: bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{what} {url!r}: give an http(s) URL such as https://chatgpt.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InvalidInput(f"{what} {url!r}: give the origin only (no path)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def mitm_tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name  # the one installed with cao
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise CaoError(f"{name} not found: reinstall cao (`make install`)")
+    return found
+
+
+def addon_script() -> Path:
+    import cao.addons
+
+    return Path(cao.addons.__file__).parent / "cao.py"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As mitmproxy binds: only a live listener makes the port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            raise CaoError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return False
+
+
+def mitm_args(
+    store: Store,
+    *,
+    host: str,
+    port: int,
+    upstream: str,
+    auth_url: str,
+    passthrough_auth: bool,
+    retry_mode: str,
+    cooldown_seconds: int,
+    switch_at: int,
+    web: bool,
+    upstream_ca: Path | None,
+) -> list[str]:
+    confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
+    args = [
+        "--mode", f"reverse:{upstream}@{host}:{port}",
+        "-s", str(addon_script()),
+        "--set", f"confdir={confdir}",
+        "--set", "termlog_verbosity=info",
+        "--set", f"cao_data_dir={store.data_dir}",
+        "--set", f"cao_upstream={upstream}",
+        "--set", f"cao_auth_url={auth_url}",
+        "--set", f"cao_passthrough_auth={'true' if passthrough_auth else 'false'}",
+        "--set", f"cao_retry_mode={retry_mode}",
+        "--set", f"cao_cooldown_seconds={cooldown_seconds}",
+        "--set", f"cao_switch_at={switch_at}",
+    ]  # fmt: skip
+    if upstream_ca is not None:
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+    if web:
+        args += ["--set", "web_open_browser=false", "--set", f"web_host={host}"]
+    else:
+        args += ["--set", "flow_detail=0"]  # our addon logs one line per request
+    return args
+
+
+@gateway_app.command()
+def start(
+    ctx: typer.Context,
+    host: Host = defaults.GATEWAY_HOST,
+    port: Port = defaults.GATEWAY_PORT,
+    upstream: Annotated[
+        str, typer.Option(help="Upstream origin Codex's model traffic goes to.")
+    ] = defaults.UPSTREAM_URL,
+    auth_url: Annotated[
+        str, typer.Option(help="OAuth token endpoint origin, for token refresh.")
+    ] = defaults.AUTH_URL,
+    passthrough_auth: Annotated[
+        bool, typer.Option(help="Forward Codex's own auth untouched, no account switching.")
+    ] = False,
+    retry_mode: Annotated[
+        RetryMode,
+        typer.Option(
+            help="On a usage limit: 307 to the same URL (answer streams), or re-send "
+            "inline (for clients that do not follow redirects; answer comes whole)."
+        ),
+    ] = RetryMode.redirect,
+    cooldown_seconds: Annotated[
+        int, typer.Option(min=1, help="Cooldown when a quota answer gives no reset time.")
+    ] = defaults.COOLDOWN_SECONDS,
+    switch_at: Annotated[
+        int,
+        typer.Option(
+            min=1, max=100, help="Move new conversations off an account at this usage percent."
+        ),
+    ] = defaults.SWITCH_AT_PERCENT,
+    web: Annotated[
+        bool, typer.Option(help="Run mitmweb (inspect flows) instead of mitmdump.")
+    ] = False,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host (the gateway has no client auth).")
+    ] = False,
+    upstream_ca: Annotated[
+        Path | None, typer.Option(help="Extra CA bundle to trust for the upstream's TLS.")
+    ] = None,
+) -> None:
+    """Run the gateway in the foreground (Ctrl-C stops it)."""
+    store = store_of(ctx)
+    if not is_loopback(host):
+        if not allow_remote:
+            raise InvalidInput(
+                f"--host {host} is not loopback: anyone who reaches it would use your accounts; "
+                "add --allow-remote if you mean it"
+            )
+        warn(f"listening on {host}: the gateway has no client authentication")
+    upstream = origin(upstream, "--upstream")
+    auth_url = origin(auth_url, "--auth-url")
+    if upstream_ca is not None and not upstream_ca.is_file():
+        raise InvalidInput(f"--upstream-ca {upstream_ca}: no such file")
+    if not passthrough_auth:
+        ready = [v for v in AccountPool(store).accounts() if v.auth.logged_in]
+        if not ready:
+            raise CaoError(
+                f"no logged-in account in {store.data_dir}: add one with `cao add NAME` "
+                "(or run with --passthrough-auth)"
+            )
+    if port and port_in_use(host, port):
+        raise CaoError(f"port {port} on {host} is in use (another gateway? try --port)")
+    store.ensure()
+    ensure_private_dir(store.data_dir / ".mitmproxy")
+    tool = mitm_tool("mitmweb" if web else "mitmdump")
+    args = mitm_args(
+        store, host=host, port=port, upstream=upstream, auth_url=auth_url,
+        passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
+        cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
+    )  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become mitmdump: Ctrl-C and signals reach it directly, and no orphan can be left behind.
+    os.execv(tool, [tool, *args])  # noqa: S606
+
+
+def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url + defaults.STATUS_PATH, timeout=timeout) as answer:  # noqa: S310
+            document = json.load(answer)
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) and "accounts" in document else None
+
+
+@gateway_app.command()
+def status(
+    ctx: typer.Context,
+    host: Host = defaults.GATEWAY_HOST,
+    port: Port = defaults.GATEWAY_PORT,
+    url: Annotated[str | None, typer.Option(help="Gateway URL (instead of host/port).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Is a gateway answering (exit 0) or not (exit 1), and is each account ready."""
+    target = (url or defaults.gateway_url(host, port)).rstrip("/")
+    document = fetch_status(target)
+    if as_json:
+        print_json({"url": target, "running": document is not None, "status": document})
+        raise typer.Exit(0 if document else 1)
+    if document is None:
+        say(f"gateway: not answering at {target} (start it with `cao gateway start`)")
+        for view in AccountPool(store_of(ctx)).accounts():
+            say(f"  {view.name}: {view.availability(time.time()).value}")
+        raise typer.Exit(1)
+    gw = document.get("gateway", {})
+    say(
+        f"gateway: up at {target} -> {gw.get('upstream')} (cao {gw.get('version')}, "
+        f"retry {gw.get('retry_mode')}{', passthrough auth' if gw.get('passthrough_auth') else ''})"
+    )
+    for account in document.get("accounts", []):
+        marker = "*" if account.get("default") else " "
+        line = f"  {marker} {account.get('name')}: {account.get('status')}"
+        if account.get("cooling_until"):
+            line += f" until {local_time(account['cooling_until'])}"
+        if account.get("fix"):
+            line += f" (run `{account['fix']}`)"
+        say(line)
+
+
+BinDir = Annotated[
+    Path | None, typer.Option("--bin-dir", help="Where the shim goes (default ~/.local/bin).")
+]
+
+
+@gateway_app.command()
+def enable(
+    url: Annotated[str | None, typer.Option(help="Gateway URL the shim points Codex at.")] = None,
+    codex: Annotated[Path | None, typer.Option(help="The real codex binary.")] = None,
+    bin_dir: BinDir = None,
+) -> None:
+    """Install a `codex` shim that routes Codex through the gateway."""
+    target = origin(url, "--url") if url else defaults.gateway_url()
+    directory = bin_dir or default_bin_dir()
+    real = find_codex(codex)
+    shim = install_shim(directory, real, target)
+    say(f"enabled: {shim} runs {real} through {target}")
+    if problem := path_problem(directory, real):
+        warn(problem)
+
+
+@gateway_app.command()
+def disable(bin_dir: BinDir = None) -> None:
+    """Remove the `codex` shim (only ours)."""
+    directory = bin_dir or default_bin_dir()
+    if remove_shim(directory):
+        say(f"disabled: removed {directory / 'codex'}")
+    else:
+        say("not enabled: nothing to remove")

@@ -1,0 +1,71 @@
+"""The `codex` shim that routes Codex through the gateway (`cao gateway enable/disable`)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from cao.config.defaults import CODEX_API_PATH
+from cao.config.errors import CaoError
+from cao.config.files import write_atomic
+
+from .codex import SHIM_MARKER, is_cao_shim
+
+
+def default_bin_dir() -> Path:
+    return Path.home() / ".local" / "bin"
+
+
+def render_shim(real_codex: Path, gateway: str) -> str:
+    base_url = gateway.rstrip("/") + CODEX_API_PATH
+    override = f'openai_base_url="{base_url}"'
+    return (
+        "#!/bin/sh\n"
+        f"{SHIM_MARKER}\n"
+        "# Written by `cao gateway enable`; `cao gateway disable` removes it.\n"
+        f"# Routes Codex through the cao gateway at {gateway}.\n"
+        "# OPENAI_BASE_URL is for Codex versions before 0.119; newer ones read the -c override.\n"
+        f"OPENAI_BASE_URL={shlex.quote(base_url)}\n"
+        "export OPENAI_BASE_URL\n"
+        f'exec {shlex.quote(str(real_codex))} -c {shlex.quote(override)} "$@"\n'
+    )
+
+
+def install_shim(bin_dir: Path, real_codex: Path, gateway: str) -> Path:
+    shim = bin_dir / "codex"
+    if (shim.exists() or shim.is_symlink()) and not is_cao_shim(shim):
+        raise CaoError(f"{shim} exists and is not cao's shim; refusing to overwrite it")
+    if shim.resolve() == real_codex.resolve():
+        raise CaoError(f"{shim} is the real codex; refusing to overwrite it")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    if shim.is_symlink():
+        shim.unlink()
+    write_atomic(shim, render_shim(real_codex, gateway).encode(), mode=0o755)
+    return shim
+
+
+def remove_shim(bin_dir: Path) -> bool:
+    """True when our shim was there and is gone; raises when the file there is not ours."""
+    shim = bin_dir / "codex"
+    if not (shim.exists() or shim.is_symlink()):
+        return False
+    if not is_cao_shim(shim):
+        raise CaoError(f"{shim} is not cao's shim; left it alone")
+    shim.unlink()
+    return True
+
+
+def path_problem(
+    bin_dir: Path, real_codex: Path, env: Mapping[str, str] = os.environ
+) -> str | None:
+    """Why a shell would not run the shim as `codex`, if it would not."""
+    entries = [Path(p).expanduser().absolute() for p in env.get("PATH", "").split(os.pathsep) if p]
+    shim_dir = bin_dir.absolute()
+    if shim_dir not in entries:
+        return f"{bin_dir} is not in PATH: add it (before {real_codex.parent}) so the shim is used"
+    real_dir = real_codex.parent.absolute()
+    if real_dir in entries and entries.index(real_dir) < entries.index(shim_dir):
+        return f"{real_dir} comes before {bin_dir} in PATH, so `codex` runs the real one"
+    return None

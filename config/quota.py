@@ -1,0 +1,151 @@
+"""The one quota classifier: what an upstream answer says about an account's limits.
+
+Used by the gateway (HTTP answers and SSE events) and by `cao run` (what Codex prints).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .defaults import COOLDOWN_SECONDS
+
+# A reset time further out than this is not believed (the longest window is a week).
+MAX_RESET_SECONDS = 8 * 86400
+WINDOWS = ("primary", "secondary")
+
+
+class QuotaKind(StrEnum):
+    USAGE_LIMIT = "quota"  # the plan's usage limit: the account is out until its reset
+    RATE_LIMIT = "rate limit"  # short-term: back in Retry-After seconds
+
+
+@dataclass(frozen=True)
+class QuotaSignal:
+    kind: QuotaKind
+    resets_at: float  # when the account can be tried again
+    message: str | None = None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def sane_reset(resets_at: float | None, now: float, cooldown: float) -> float:
+    """A reset time we can act on: in the future and not absurdly far."""
+    if resets_at is None or resets_at <= now:
+        return now + cooldown
+    return min(resets_at, now + MAX_RESET_SECONDS)
+
+
+def usage_windows(headers: Mapping[str, str]) -> dict[str, tuple[float, float | None]]:
+    """x-codex-{primary,secondary}-* headers as {window minutes: (used percent, reset-at)}."""
+    windows: dict[str, tuple[float, float | None]] = {}
+    for name in WINDOWS:
+        used = _number(headers.get(f"x-codex-{name}-used-percent"))
+        minutes = _number(headers.get(f"x-codex-{name}-window-minutes"))
+        if used is None or minutes is None or minutes <= 0 or minutes > 10**6:
+            continue
+        reset = _number(headers.get(f"x-codex-{name}-reset-at"))
+        windows[str(int(minutes))] = (max(0.0, min(used, 100.0)), reset)
+    return windows
+
+
+def reset_from_headers(headers: Mapping[str, str]) -> float | None:
+    """The latest reset time of a window the headers say is full."""
+    full = [r for used, r in usage_windows(headers).values() if used >= 100 and r is not None]
+    return max(full, default=None)
+
+
+def _error_object(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    if not isinstance(body, Mapping):
+        return None
+    error = body.get(
+        "error",
+        body.get("response", {}).get("error")
+        if isinstance(body.get("response"), Mapping)
+        else None,
+    )
+    return error if isinstance(error, Mapping) else None
+
+
+def _kind_of(error: Mapping[str, Any]) -> str | None:
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def classify_error(
+    status: int,
+    body: bytes | str | Mapping[str, Any],
+    headers: Mapping[str, str],
+    now: float,
+    cooldown: float = COOLDOWN_SECONDS,
+) -> QuotaSignal | None:
+    """An HTTP answer: a 429 usage limit or rate limit, else None."""
+    if status != 429:
+        return None
+    error = _error_object(body) or {}
+    kind = _kind_of(error)
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    if kind == "rate_limit_exceeded":
+        retry_after = _number(headers.get("retry-after"))
+        wait = retry_after if retry_after is not None and retry_after > 0 else 60.0
+        return QuotaSignal(QuotaKind.RATE_LIMIT, now + min(wait, 3600.0), message)
+    if kind in ("usage_limit_reached", "insufficient_quota"):
+        resets_at = _number(error.get("resets_at"))
+        if resets_at is None and (seconds := _number(error.get("resets_in_seconds"))) is not None:
+            resets_at = now + seconds
+        if resets_at is None:
+            resets_at = reset_from_headers(headers)
+        return QuotaSignal(QuotaKind.USAGE_LIMIT, sane_reset(resets_at, now, cooldown), message)
+    return None
+
+
+def classify_stream_event(
+    event: Mapping[str, Any], now: float, cooldown: float = COOLDOWN_SECONDS
+) -> QuotaSignal | None:
+    """A `response.failed` SSE event whose error is usage_limit_reached."""
+    if event.get("type") != "response.failed":
+        return None
+    error = _error_object(event)
+    if error is None or _kind_of(error) not in ("usage_limit_reached", "insufficient_quota"):
+        return None
+    resets_at = _number(error.get("resets_at"))
+    if resets_at is None and (seconds := _number(error.get("resets_in_seconds"))) is not None:
+        resets_at = now + seconds
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    return QuotaSignal(QuotaKind.USAGE_LIMIT, sane_reset(resets_at, now, cooldown), message)
+
+
+def usage_limit_body(resets_at: float, now: float, plan_type: str | None = None) -> bytes:
+    """The 429 Codex understands, for when no account is usable."""
+    error: dict[str, Any] = {
+        "type": "usage_limit_reached",
+        "message": "The usage limit has been reached on every cao account",
+        "resets_at": math.ceil(resets_at),
+        "resets_in_seconds": max(0, math.ceil(resets_at - now)),
+    }
+    if plan_type:
+        error["plan_type"] = plan_type
+    return json.dumps({"error": error}).encode()

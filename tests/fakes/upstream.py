@@ -1,0 +1,310 @@
+"""A fake ChatGPT backend for end-to-end tests and the benchmark.
+
+Serves what Codex and the gateway talk to: `/backend-api/codex/models`, `/responses` (SSE turns,
+usage-limit 429s, rate limits, in-stream failures, tool calls), `/wham/*`, and `/oauth/token`.
+Answers are scripted per ChatGPT account id (the `chatgpt-account-id` header): a queue of one-shot
+answers, then a default. Every request is recorded. HTTP/1.1 keep-alive, TCP_NODELAY, optional TLS.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from mitmproxy.net.encoding import decode_zstd
+
+
+@dataclass
+class Answer:
+    kind: str = "sse"  # sse | quota | rate | sse_quota | tool | status | cut
+    status: int = 200
+    body: bytes = b""
+    events: int = 3
+    delay: float = 0.0
+    resets_at: float | None = None
+    retry_after: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def account_id(self) -> str | None:
+        return self.headers.get("chatgpt-account-id")
+
+    @property
+    def token(self) -> str | None:
+        auth = self.headers.get("authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def sse(event_type: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {event_type}\ndata: {json.dumps({'type': event_type, **payload})}\n\n".encode()
+
+
+def turn_events(text_parts: list[str], response_id: str = "resp_1") -> list[bytes]:
+    text = "".join(text_parts)
+    item = {"type": "message", "role": "assistant", "id": "msg_1"}
+    usage = {
+        "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": len(text_parts), "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 10 + len(text_parts),
+    }  # fmt: skip
+    return [
+        sse("response.created", {"response": {"id": response_id}}),
+        sse("response.output_item.added", {"output_index": 0, "item": {**item, "content": []}}),
+        *[
+            sse("response.output_text.delta",
+                {"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": part})
+            for part in text_parts
+        ],
+        sse("response.output_item.done", {"output_index": 0, "item": {
+            **item, "content": [{"type": "output_text", "text": text}]}}),
+        sse("response.completed", {"response": {"id": response_id, "usage": usage}}),
+    ]  # fmt: skip
+
+
+def tool_call_events(call_id: str = "call_1") -> list[bytes]:
+    item = {
+        "type": "function_call", "id": "fc_1", "call_id": call_id, "name": "shell",
+        "arguments": json.dumps({"command": ["echo", "cao-tool-ran"]}),
+    }  # fmt: skip
+    return [
+        sse("response.created", {"response": {"id": "resp_tool"}}),
+        sse("response.output_item.added", {"output_index": 0, "item": item}),
+        sse("response.output_item.done", {"output_index": 0, "item": item}),
+        sse("response.completed", {"response": {"id": "resp_tool", "usage": {
+            "input_tokens": 10, "input_tokens_details": None, "output_tokens": 1,
+            "output_tokens_details": None, "total_tokens": 11}}}),
+    ]  # fmt: skip
+
+
+def usage_limit_error(resets_at: float) -> dict[str, Any]:
+    return {
+        "type": "usage_limit_reached",
+        "message": "The usage limit has been reached",
+        "plan_type": "plus",
+        "resets_at": int(resets_at),
+        "resets_in_seconds": max(0, int(resets_at - time.time())),
+    }
+
+
+class FakeUpstream:
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+        self.tls = tls
+        self.host = host
+        self.requests: list[Recorded] = []
+        self.queues: dict[str | None, list[Answer]] = {}
+        self.defaults: dict[str | None, Answer] = {}
+        self.wham_account_id: str | None = None  # Codex's own account, for /wham/accounts/check
+        self.usage_headers: dict[str, dict[str, str]] = {}  # per account id
+        self.oauth_answers: list[tuple[int, dict[str, Any]]] = []
+        self.oauth_delay = 0.0
+        self.lock = threading.Lock()
+        self.open_streams = 0
+        self.closed_early = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- scripting -----------------------------------------------------------------------------
+
+    def queue(self, account_id: str | None, *answers: Answer) -> None:
+        with self.lock:
+            self.queues.setdefault(account_id, []).extend(answers)
+
+    def answer_for(self, account_id: str | None) -> Answer:
+        with self.lock:
+            queue = self.queues.get(account_id) or []
+            if queue:
+                return queue.pop(0)
+            return self.defaults.get(account_id) or self.defaults.get(None) or Answer()
+
+    def model_requests(self, suffix: str = "/responses") -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def start(self, port: int = 0) -> FakeUpstream:
+        upstream = self
+
+        class Handler(_Handler):
+            fake = upstream
+
+        server = ThreadingHTTPServer((self.host, port), Handler)
+        server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeUpstream
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _record(self) -> Recorded:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("content-encoding") == "zstd" and body:
+            body = decode_zstd(body)
+        recorded = Recorded(
+            self.command,
+            self.path,
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+            time.time(),
+        )
+        self.fake.requests.append(recorded)
+        return recorded
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        r = self._record()
+        if r.headers.get("upgrade", "").lower() == "websocket":
+            self._send(426, b"no websockets here", content_type="text/plain")
+        elif "/wham/accounts/check" in r.path:
+            account = self.fake.wham_account_id or "acct-unknown"
+            self._send(200, json.dumps({"accounts": [{
+                "id": account, "name": "fake", "plan_type": "plus", "structure": "personal",
+                "is_deactivated": False, "workspace_backend_origin": "https://chatgpt.com",
+                "account_routing_override": "NO_CONSTRAINT"}]}).encode())  # fmt: skip
+        elif "/models" in r.path:
+            self._send(200, json.dumps({"models": []}).encode(), {"etag": '"fake"'})
+        else:
+            self._send(200, b"{}")
+
+    def do_POST(self) -> None:
+        r = self._record()
+        if r.path.endswith("/oauth/token"):
+            self._oauth()
+        elif r.path.endswith("/responses"):
+            self._responses(r)
+        else:
+            self._send(200, b"{}")
+
+    def _oauth(self) -> None:
+        time.sleep(self.fake.oauth_delay)
+        with self.fake.lock:
+            status, doc = (
+                self.fake.oauth_answers.pop(0)
+                if self.fake.oauth_answers
+                else (400, {"error": "unexpected refresh"})
+            )
+        self._send(status, json.dumps(doc).encode())
+
+    def _responses(self, r: Recorded) -> None:
+        account = r.account_id
+        answer = self.fake.answer_for(account)
+        extra = {**self.fake.usage_headers.get(account or "", {}), **answer.headers}
+        if answer.kind == "quota":
+            resets_at = answer.resets_at or time.time() + 3600
+            self._send(429, json.dumps({"error": usage_limit_error(resets_at)}).encode(), extra)
+        elif answer.kind == "rate":
+            body = {"error": {"type": "rate_limit_exceeded", "message": "Rate limit reached"}}
+            self._send(
+                429, json.dumps(body).encode(), {"retry-after": str(answer.retry_after), **extra}
+            )
+        elif answer.kind == "status":
+            self._send(answer.status, answer.body, extra)
+        elif answer.kind == "sse_quota":
+            failed = sse("response.failed", {"response": {"id": "resp_f", "error": {
+                "code": "usage_limit_reached", "message": "The usage limit has been reached",
+                "resets_at": int(answer.resets_at or time.time() + 3600)}}})  # fmt: skip
+            self._stream(
+                [sse("response.created", {"response": {"id": "resp_f"}}), failed],
+                answer.delay,
+                extra,
+            )
+        elif answer.kind == "tool":
+            self._stream(tool_call_events(), answer.delay, extra)
+        elif answer.kind == "cut":
+            events = turn_events([f"part{i} " for i in range(answer.events)])
+            self._stream(events[: 2 + answer.events // 2], answer.delay, extra, cut=True)
+        else:
+            parts = [
+                f"hello from {account} " if i == 0 else f"part{i} " for i in range(answer.events)
+            ]
+            self._stream(turn_events(parts), answer.delay, extra)
+
+    def _stream(
+        self, events: list[bytes], delay: float, headers: dict[str, str], cut: bool = False
+    ) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        with self.fake.lock:
+            self.fake.open_streams += 1
+        try:
+            for i, event in enumerate(events):
+                if i and delay:
+                    time.sleep(delay)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            if cut:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            with self.fake.lock:
+                self.fake.closed_early += 1
+            self.close_connection = True
+        finally:
+            with self.fake.lock:
+                self.fake.open_streams -= 1
