@@ -79,11 +79,16 @@ def turn_events(text_parts: list[str], response_id: str = "resp_1") -> list[byte
     ]  # fmt: skip
 
 
+TOOL_CALL: dict[str, Any] = {
+    "name": "sleep",
+    "namespace": "clock",
+    "arguments": json.dumps({"duration_ms": 1}),
+}
+
+
 def tool_call_events(call_id: str = "call_1") -> list[bytes]:
-    item = {
-        "type": "function_call", "id": "fc_1", "call_id": call_id, "name": "shell",
-        "arguments": json.dumps({"command": ["echo", "cao-tool-ran"]}),
-    }  # fmt: skip
+    # A real tool of Codex 0.169 (`clock.sleep`): harmless, needs no sandbox.
+    item = {"type": "function_call", "id": "fc_1", "call_id": call_id, **TOOL_CALL}
     return [
         sse("response.created", {"response": {"id": "resp_tool"}}),
         sse("response.output_item.added", {"output_index": 0, "item": item}),
