@@ -8,25 +8,22 @@ from mitmproxy import ctx
 
 from cao.config.defaults import CODEX_API_PATH, gateway_url
 
+from .debug import CaptureBody
 from .gateway import Gateway
 from .retry import QuotaRetry
-from .router import AccountRouter, AuthInjector, RequestLog, StatusEndpoint, WebSocketRefusal
+from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
 from .stream import StreamWatcher
 
 log = logging.getLogger("cao.gateway")
 
 
 class Startup:
-    """Puts the auth injector at the very end of mitmproxy's addon chain (after mitmweb's view,
-    which shows flows from `requestheaders` on) and prints how to route Codex through us."""
+    """Prints how to route Codex through the gateway once it listens."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.injector = AuthInjector(gateway)
 
     def running(self) -> None:
-        if ctx.master.addons.get("authinjector") is None:
-            ctx.master.addons.add(self.injector)
         # One line per request is ours; httpx and mitmproxy's connection chatter stay quiet.
         for name in ("httpx", "mitmproxy.proxy"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -59,7 +56,9 @@ def make_addons() -> list[object]:
         StatusEndpoint(gateway),
         WebSocketRefusal(),
         AccountRouter(gateway),
+        CaptureBody(),
         StreamWatcher(gateway),
         QuotaRetry(gateway),
         RequestLog(gateway),
+        gateway.debug,
     ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 import ssl
 import time
@@ -16,21 +19,32 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
 from cao.config import defaults
+from cao.config.auth import AccountAuth
 from cao.config.pool import account_summary
 from cao.config.store import Store
+from cao.config.tokens import RefreshFailed, refresh_tokens
 
+from .debug import DebugHeaders
 from .livepool import LivePool
 from .routing import Choice, ConversationMap, choose_account
+from .usage import UsageBook
 
 log = logging.getLogger("cao.gateway")
 
 RETRY_MODES = ("redirect", "inline")
+TRANSIENT_REFRESH_COOLDOWN = 60.0  # the token endpoint failed for a moment: try others meanwhile
+REPEATED_401_WINDOW = 60.0  # a 401 right after a fresh token means the login itself is gone
 META = "cao"  # flow.metadata key: what the gateway decided for a flow (never a secret)
 
 
 def flow_meta(flow: http.HTTPFlow) -> dict[str, Any] | None:
     meta = flow.metadata.get(META)
     return meta if isinstance(meta, dict) else None
+
+
+def token_fingerprint(token: str | None) -> str:
+    """Tells two tokens apart without holding either (safe in flow metadata)."""
+    return hashlib.sha256((token or "").encode()).hexdigest()[:16]
 
 
 def is_model_path(path: str) -> bool:
@@ -43,6 +57,7 @@ class Gateway:
 
     # Set by configure(). Not a property: mitmproxy getattr()s every attribute of an addon.
     live: LivePool
+    usage: UsageBook
 
     def __init__(self) -> None:
         self._data_dir: str | None = None
@@ -50,8 +65,10 @@ class Gateway:
         self.last_account: str | None = None
         self._client: httpx.AsyncClient | None = None
         self.started = time.time()
-        # Codex's own Authorization per flow id, while the flow is in flight (never on the flow).
-        self.client_tokens: dict[str, str] = {}
+        self.debug = DebugHeaders()
+        self._refresh_client: httpx.Client | None = None
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._forced_refresh: dict[str, float] = {}
 
     def load(self, loader: Loader) -> None:
         loader.add_option("cao_data_dir", str, "", "cao data dir (accounts, registry, state).")
@@ -88,6 +105,7 @@ class Gateway:
         if ctx.options.cao_data_dir != self._data_dir:
             self._data_dir = ctx.options.cao_data_dir
             self.live = LivePool(Store(Path(self._data_dir)))
+            self.usage = UsageBook(self.live)
         for name in ("cao_upstream", "cao_auth_url"):
             url = urlsplit(getattr(ctx.options, name))
             if url.scheme not in ("http", "https") or not url.hostname:
@@ -98,10 +116,13 @@ class Gateway:
             raise OptionsError("cao_switch_at must be a percent in (0, 100]")
         if updated & {"ssl_verify_upstream_trusted_ca", "ssl_insecure"}:
             self._client = None
+            self._refresh_client = None
 
     async def done(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+        if self._refresh_client is not None:
+            self._refresh_client.close()
 
     # -- shared helpers --------------------------------------------------------------------------
 
@@ -129,19 +150,73 @@ class Gateway:
             self.live.record_switch(choice.moved_from, name, choice.reason)
         self.last_account = name
 
-    async def access_token(self, name: str) -> str:
+    def access_token(self, name: str) -> str:
         view = self.live.view(name)
         return (view.auth.access_token if view else None) or ""
+
+    async def fresh_auth(
+        self, name: str, force: bool = False, seen: str | None = None
+    ) -> AccountAuth:
+        """The account's auth with a token good for a while: refreshed if it expires within the
+        margin (or `force`), once per account across processes. Raises RefreshFailed after
+        marking the account (needs login, or cooling briefly)."""
+        view = self.live.view(name)
+        if view is None:
+            raise RefreshFailed("account removed", True)
+        if not force and not view.auth.expires_within(defaults.REFRESH_MARGIN_SECONDS, time.time()):
+            return view.auth
+        seen = seen or view.auth.access_token
+        lock = self._refresh_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            try:
+                result = await asyncio.to_thread(
+                    refresh_tokens, view.home, ctx.options.cao_auth_url, self.refresh_client(),
+                    seen, force,
+                )  # fmt: skip
+            except RefreshFailed as failure:
+                if failure.permanent:
+                    self.live.mark_needs_login(name, failure.reason)
+                else:
+                    self.live.mark_cooling(
+                        name,
+                        time.time() + TRANSIENT_REFRESH_COOLDOWN,
+                        f"refresh failed: {failure.reason}",
+                    )
+                raise
+        if result.refreshed:
+            log.info("account %s: token refreshed", name)
+        return result.auth
+
+    async def recover_unauthorized(self, name: str, used_token: str | None) -> None:
+        """After an upstream 401: refresh once (unless another process already did); a second
+        401 soon after means the login is gone."""
+        now = time.time()
+        if now - self._forced_refresh.get(name, 0.0) < REPEATED_401_WINDOW:
+            self.live.mark_needs_login(name, "upstream 401 with a fresh token")
+            return
+        self._forced_refresh[name] = now
+        current = self.access_token(name)
+        if used_token is not None and token_fingerprint(current) != used_token:
+            return  # rotated by someone else since: the re-send uses the new token
+        with contextlib.suppress(RefreshFailed):  # marked; the re-send goes to another account
+            await self.fresh_auth(name, force=True, seen=current)
+
+    def refresh_client(self) -> httpx.Client:
+        if self._refresh_client is None:
+            self._refresh_client = httpx.Client(
+                verify=self._verify(), timeout=httpx.Timeout(15.0), trust_env=False
+            )
+        return self._refresh_client
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        cafile = ctx.options.ssl_verify_upstream_trusted_ca
+        return ssl.create_default_context(cafile=cafile) if cafile else True
 
     def client(self) -> httpx.AsyncClient:
         """For requests the gateway makes itself; trusts what mitmproxy trusts upstream."""
         if self._client is None:
-            cafile = ctx.options.ssl_verify_upstream_trusted_ca
-            verify: ssl.SSLContext | bool = (
-                ssl.create_default_context(cafile=cafile) if cafile else True
-            )
             self._client = httpx.AsyncClient(
-                verify=verify,
+                verify=self._verify(),
                 timeout=httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0),
                 follow_redirects=False,
                 trust_env=False,

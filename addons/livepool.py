@@ -75,20 +75,32 @@ class LivePool:
         self._files = None  # re-read on next use
 
     def mark_limited(self, name: str, signal: QuotaSignal) -> None:
+        self.mark_cooling(
+            name,
+            signal.resets_at,
+            signal.kind.value,
+            quota_hit=signal.kind is QuotaKind.USAGE_LIMIT,
+        )
+
+    def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
         def mark(state: PoolState) -> None:
             account = state.account(name)
-            account.cooling_until = signal.resets_at
-            account.cooling_reason = signal.kind.value
-            if signal.kind is QuotaKind.USAGE_LIMIT:
+            account.cooling_until = until
+            account.cooling_reason = reason
+            if quota_hit:
                 account.last_quota_hit = time.time()
 
         self.update_state(mark)
         log.info(
             "account %s: %s, cooling until %s",
             name,
-            signal.kind.value,
-            time.strftime("%H:%M:%S", time.localtime(signal.resets_at)),
+            reason,
+            time.strftime("%H:%M:%S", time.localtime(until)),
         )
+
+    def mark_needs_login(self, name: str, reason: str) -> None:
+        self.update_state(lambda s: setattr(s.account(name), "needs_login", reason))
+        log.warning("account %s needs login (%s): run `cao add %s`", name, reason, name)
 
     def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
         self.update_state(

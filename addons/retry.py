@@ -11,8 +11,9 @@ from mitmproxy import ctx, http
 
 from cao.config.pool import AccountView
 from cao.config.quota import QuotaKind, QuotaSignal, classify_error, usage_limit_body
+from cao.config.tokens import RefreshFailed
 
-from .gateway import Gateway, flow_meta
+from .gateway import Gateway, flow_meta, token_fingerprint
 from .router import JSON
 from .routing import TURN_STATE_HEADER
 from .stream import is_event_stream, sse_events
@@ -46,10 +47,15 @@ def limit_signal(response: http.Response, now: float, cooldown: float) -> QuotaS
     return classify_error(response.status_code, body, response.headers, now, cooldown)
 
 
+def is_unauthorized(response: http.Response) -> bool:
+    return response.status_code == 401 and not response.stream
+
+
 class QuotaRetry:
     """On a 429 usage limit (or rate limit) the account cools down and the same request goes to
     the next usable account: by a 307 to the same URL that Codex follows (redirect mode, the
-    answer streams), or re-sent by the gateway itself (inline mode, answered in one piece)."""
+    answer streams), or re-sent by the gateway itself (inline mode, answered in one piece).
+    A 401 gets one token refresh and the same treatment: Codex never sees it."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -59,16 +65,25 @@ class QuotaRetry:
         account = meta.get("account") if meta else None
         if meta is None or flow.response is None or not isinstance(account, str):
             return
-        signal = limit_signal(flow.response, time.time(), self.gateway.cooldown)
-        if signal is None:
-            return
-        self.gateway.live.mark_limited(account, signal)
+        signal: QuotaSignal | None = None
+        if is_unauthorized(flow.response):
+            token = meta.get("token")
+            await self.gateway.recover_unauthorized(
+                account, token if isinstance(token, str) else None
+            )
+        else:
+            signal = limit_signal(flow.response, time.time(), self.gateway.cooldown)
+            if signal is None:
+                return
+            self.gateway.live.mark_limited(account, signal)
         if ctx.options.cao_retry_mode == "inline":
             await self.retry_inline(flow, meta, signal)
         else:
             self.redirect(flow, meta, signal)
 
-    def redirect(self, flow: http.HTTPFlow, meta: dict[str, Any], signal: QuotaSignal) -> None:
+    def redirect(
+        self, flow: http.HTTPFlow, meta: dict[str, Any], signal: QuotaSignal | None
+    ) -> None:
         choice = self.gateway.choose(meta.get("conversation"), continuation=False)
         if choice.account is None:
             self.exhausted(flow, signal)
@@ -80,31 +95,41 @@ class QuotaRetry:
         meta["retry"] = choice.account.name
 
     async def retry_inline(
-        self, flow: http.HTTPFlow, meta: dict[str, Any], signal: QuotaSignal
+        self, flow: http.HTTPFlow, meta: dict[str, Any], signal: QuotaSignal | None
     ) -> None:
         conversation = meta.get("conversation")
-        for _ in self.gateway.live.views():
+        for _ in range(len(self.gateway.live.views()) + 1):
             choice = self.gateway.choose(conversation, continuation=False)
             if choice.account is None:
                 break
+            name = choice.account.name
+            try:
+                await self.gateway.fresh_auth(name)
+            except RefreshFailed:
+                continue
             self.gateway.assign(conversation, choice)
-            meta["account"] = choice.account.name
-            response = await self.resend(flow, choice.account)
+            meta["account"] = name
+            token = self.gateway.access_token(name)
+            response = await self.resend(flow, choice.account, token)
+            self.gateway.usage.record(name, response.headers)
+            if is_unauthorized(response):
+                await self.gateway.recover_unauthorized(name, token_fingerprint(token))
+                continue
             next_signal = limit_signal(response, time.time(), self.gateway.cooldown)
             if next_signal is None:
-                self.watch_events(choice.account.name, response)
+                self.watch_events(name, response)
                 flow.response = response
                 return
-            self.gateway.live.mark_limited(choice.account.name, next_signal)
+            self.gateway.live.mark_limited(name, next_signal)
             signal = next_signal
         self.exhausted(flow, signal)
 
-    async def resend(self, flow: http.HTTPFlow, account: AccountView) -> http.Response:
+    async def resend(self, flow: http.HTTPFlow, account: AccountView, token: str) -> http.Response:
         request = flow.request
         headers = [
             (k, v) for k, v in request.headers.items(multi=True) if k.lower() not in NOT_FORWARDED
         ]
-        headers.append(("authorization", f"Bearer {await self.gateway.access_token(account.name)}"))
+        headers.append(("authorization", f"Bearer {token}"))
         if account.auth.account_id:
             headers.append(("chatgpt-account-id", account.auth.account_id))
         client = self.gateway.client()
@@ -154,10 +179,11 @@ class QuotaRetry:
                 if signal is not None:
                     self.gateway.live.mark_limited(account, signal)
 
-    def exhausted(self, flow: http.HTTPFlow, signal: QuotaSignal) -> None:
-        """No account left: a short rate limit passes through (Codex honours Retry-After); a usage
-        limit becomes one 429 naming the earliest moment any account is usable again."""
-        if signal.kind is QuotaKind.RATE_LIMIT:
+    def exhausted(self, flow: http.HTTPFlow, signal: QuotaSignal | None) -> None:
+        """No account left: a short rate limit (or a 401) passes through (Codex honours
+        Retry-After); a usage limit becomes one 429 naming the earliest moment any account is
+        usable again."""
+        if signal is None or signal.kind is QuotaKind.RATE_LIMIT:
             return
         now = time.time()
         resets_at = self.gateway.live.earliest_reset(now) or signal.resets_at

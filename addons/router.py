@@ -1,5 +1,5 @@
 """Per-request addons: answer locally what must not go upstream, pick the account, put its
-credentials on the request as late as possible and take them off again as early as possible."""
+credentials on the request (as a WireSecret, see redact.py) and take them off once sent."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from mitmproxy import http
 
 from cao.config import defaults
 from cao.config.quota import usage_limit_body
+from cao.config.tokens import RefreshFailed
 
-from .gateway import META, Gateway, flow_meta, is_model_path
+from .gateway import META, Gateway, flow_meta, is_model_path, token_fingerprint
+from .redact import redact, set_secret_header
 from .routing import TURN_STATE_HEADER, conversation_id, is_continuation
 
 log = logging.getLogger("cao.gateway")
 
-# What the flow carries in place of a token whenever something (mitmweb, a log) can look at it.
-REDACTED_AUTH = "Bearer <redacted by cao>"
 JSON = {"content-type": "application/json", "cache-control": "no-store"}
 
 
@@ -54,21 +54,29 @@ class AccountRouter:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         request = flow.request
         meta: dict[str, object] = {"started": time.time()}
         flow.metadata[META] = meta
-        if "authorization" in request.headers:
-            # Codex's own token: kept off the flow, put back only if it is forwarded as-is.
-            self.gateway.client_tokens[flow.id] = request.headers["authorization"]
-            request.headers["authorization"] = REDACTED_AUTH
         if self.gateway.passthrough or not is_model_path(request.path):
             meta["passthrough"] = True
+            if "authorization" in request.headers:  # Codex's own token, forwarded as it is
+                set_secret_header(
+                    request.headers, "authorization", request.headers["authorization"]
+                )
+            self.gateway.debug.log_request(flow)
             return
         conversation = conversation_id(request.headers)
-        choice = self.gateway.choose(conversation, is_continuation(request.headers))
+        continuation = is_continuation(request.headers)
+        choice = self.gateway.choose(conversation, continuation)
+        while choice.account is not None:
+            try:
+                await self.gateway.fresh_auth(choice.account.name)
+                break
+            except RefreshFailed:  # the account is marked now; the next one is tried
+                choice = self.gateway.choose(conversation, continuation)
         if choice.account is None:
             now = time.time()
             resets_at = self.gateway.live.earliest_reset(now) or now + self.gateway.cooldown
@@ -79,46 +87,28 @@ class AccountRouter:
             # The turn state was minted for the other account.
             request.headers.pop(TURN_STATE_HEADER, None)
         self.gateway.assign(conversation, choice)
-        meta["account"] = choice.account.name
+        name = choice.account.name
+        meta["account"] = name
         meta["conversation"] = conversation
+        token = self.gateway.access_token(name)
+        meta["token"] = token_fingerprint(token)  # to tell later whether it was rotated
+        set_secret_header(request.headers, "authorization", f"Bearer {token}")
         if choice.account.auth.account_id:
             request.headers["chatgpt-account-id"] = choice.account.auth.account_id
+        self.gateway.debug.log_request(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._redact(flow)
+        meta = flow_meta(flow)
+        account = meta.get("account") if meta else None
+        if isinstance(account, str) and flow.response is not None:
+            self.gateway.usage.record(account, flow.response.headers)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._redact(flow)
-        self.gateway.client_tokens.pop(flow.id, None)
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        self.gateway.client_tokens.pop(flow.id, None)
 
     def _redact(self, flow: http.HTTPFlow) -> None:
-        if "authorization" in flow.request.headers:
-            flow.request.headers["authorization"] = REDACTED_AUTH
-
-
-class AuthInjector:
-    """Runs last in the addon chain (after mitmweb's view), right before the request goes out:
-    the only moment the real token is on the flow."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    async def request(self, flow: http.HTTPFlow) -> None:
-        meta = flow_meta(flow)
-        if meta is None or flow.response is not None:
-            return
-        if meta.get("passthrough"):
-            token = self.gateway.client_tokens.get(flow.id)
-            if token is not None:
-                flow.request.headers["authorization"] = token
-            return
-        name = meta.get("account")
-        if isinstance(name, str):
-            token = await self.gateway.access_token(name)
-            flow.request.headers["authorization"] = f"Bearer {token}"
+        redact(flow.request.headers)
 
 
 class RequestLog:

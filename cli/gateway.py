@@ -102,6 +102,7 @@ def mitm_args(
     switch_at: int,
     web: bool,
     upstream_ca: Path | None,
+    web_port: int = 8081,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -120,7 +121,14 @@ def mitm_args(
     if upstream_ca is not None:
         args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if web:
-        args += ["--set", "web_open_browser=false", "--set", f"web_host={host}"]
+        args += [
+            "--set",
+            "web_open_browser=false",
+            "--set",
+            f"web_host={host}",
+            "--set",
+            f"web_port={web_port}",
+        ]
     else:
         args += ["--set", "flow_detail=0"]  # our addon logs one line per request
     return args
@@ -159,6 +167,9 @@ def start(
     web: Annotated[
         bool, typer.Option(help="Run mitmweb (inspect flows) instead of mitmdump.")
     ] = False,
+    web_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="mitmweb's UI port (with --web).")
+    ] = 8081,
     allow_remote: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host (the gateway has no client auth).")
     ] = False,
@@ -195,6 +206,7 @@ def start(
         store, host=host, port=port, upstream=upstream, auth_url=auth_url,
         passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
+        web_port=web_port,
     )  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()

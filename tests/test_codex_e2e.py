@@ -92,3 +92,26 @@ def test_tool_call_turn_whose_second_request_hits_the_limit(
     last_input = [item.get("type") for item in turns[-1].json()["input"]]
     assert "function_call_output" in last_input  # the tool's result went along to b
     assert turns[-1].headers["thread-id"] == turns[0].headers["thread-id"]
+
+
+def test_expired_pool_token_is_refreshed_under_a_live_turn(
+    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream
+) -> None:
+    import json
+    import time
+
+    from tests.helpers import fake_token
+
+    write_account(data_dir, "a", exp=time.time() - 60)  # replaces a's login with an expired one
+    fresh = fake_token("fresh-a", time.time() + 86400)
+    upstream.oauth_answers.append((200, {"access_token": fresh, "refresh_token": "rt-a-1"}))
+    with GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url) as gw:
+        code, output = via_shim(world, data_dir, gw)
+    assert code == 0, output
+    assert "hello from acct-a" in output
+    assert sum(1 for r in upstream.requests if r.path == "/oauth/token") == 1
+    assert upstream.model_requests()[-1].token == fresh
+    assert (
+        json.loads((data_dir / "a" / "auth.json").read_text())["tokens"]["refresh_token"]
+        == "rt-a-1"
+    )
