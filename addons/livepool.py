@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cao.config.auth import AUTH_FILE, AccountAuth, read_auth
-from cao.config.pool import AccountView
-from cao.config.quota import QuotaKind, QuotaSignal
+from cao.config.pool import AccountPool, AccountView
 from cao.config.registry import Registry
-from cao.config.state import PoolState, Switch
+from cao.config.state import PoolState
 from cao.config.store import Store
 
 log = logging.getLogger("cao.gateway")
@@ -28,17 +27,20 @@ def _fingerprint(path: Path) -> Fingerprint:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-class LivePool:
+class LivePool(AccountPool):
     """Reads registry, pool state and auth.json files only when they change (a few stat() calls
     per request), so accounts added or logged in while the gateway runs are used at once."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        super().__init__(store)
         self._registry = Registry()
         self._state = PoolState()
         self._files: tuple[Fingerprint, Fingerprint] | None = None
         self._auth: dict[str, tuple[Fingerprint, AccountAuth]] = {}
         self._views: list[AccountView] = []
+
+    def accounts(self) -> list[AccountView]:
+        return self.views()
 
     def views(self) -> list[AccountView]:
         files = (_fingerprint(self.store.registry_path), _fingerprint(self.store.state_path))
@@ -71,26 +73,11 @@ class LivePool:
         return next((v for v in self.views() if v.name == name), None)
 
     def update_state(self, mutate: Callable[[PoolState], object]) -> None:
-        self.store.update_state(mutate)
+        super().update_state(mutate)
         self._files = None  # re-read on next use
 
-    def mark_limited(self, name: str, signal: QuotaSignal) -> None:
-        self.mark_cooling(
-            name,
-            signal.resets_at,
-            signal.kind.value,
-            quota_hit=signal.kind is QuotaKind.USAGE_LIMIT,
-        )
-
     def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
-        def mark(state: PoolState) -> None:
-            account = state.account(name)
-            account.cooling_until = until
-            account.cooling_reason = reason
-            if quota_hit:
-                account.last_quota_hit = time.time()
-
-        self.update_state(mark)
+        super().mark_cooling(name, until, reason, quota_hit)
         log.info(
             "account %s: %s, cooling until %s",
             name,
@@ -99,15 +86,9 @@ class LivePool:
         )
 
     def mark_needs_login(self, name: str, reason: str) -> None:
-        self.update_state(lambda s: setattr(s.account(name), "needs_login", reason))
+        super().mark_needs_login(name, reason)
         log.warning("account %s needs login (%s): run `cao add %s`", name, reason, name)
 
     def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
-        self.update_state(
-            lambda s: s.record_switch(Switch(time.time(), from_account, to_account, reason))
-        )
+        super().record_switch(from_account, to_account, reason)
         log.info("switch %s -> %s (%s)", from_account or "-", to_account, reason)
-
-    def earliest_reset(self, now: float) -> float | None:
-        times = [v.state.cooling_until for v in self.views() if v.state.cooling(now)]
-        return min((t for t in times if t is not None), default=None)

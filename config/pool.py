@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .auth import AccountAuth, LoginState, read_auth
+from .quota import QuotaKind, QuotaSignal
 from .registry import Registry
-from .state import AccountState, PoolState
+from .state import AccountState, PoolState, Switch
 from .store import Store
 
 
@@ -96,7 +98,8 @@ def build_views(store: Store, registry: Registry, state: PoolState) -> list[Acco
 
 
 class AccountPool:
-    """Read side of the pool for one-shot commands (the gateway keeps its own cached copy)."""
+    """The pool for one-shot commands; the gateway's LivePool caches the same views. All state
+    changes go through here (under the store's lock)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -108,3 +111,32 @@ class AccountPool:
         now = time.time() if now is None else now
         times = [v.state.cooling_until for v in self.accounts() if v.state.cooling(now)]
         return min((t for t in times if t is not None), default=None)
+
+    def update_state(self, mutate: Callable[[PoolState], object]) -> None:
+        self.store.update_state(mutate)
+
+    def mark_limited(self, name: str, signal: QuotaSignal) -> None:
+        self.mark_cooling(
+            name,
+            signal.resets_at,
+            signal.kind.value,
+            quota_hit=signal.kind is QuotaKind.USAGE_LIMIT,
+        )
+
+    def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
+        def mark(state: PoolState) -> None:
+            account = state.account(name)
+            account.cooling_until = until
+            account.cooling_reason = reason
+            if quota_hit:
+                account.last_quota_hit = time.time()
+
+        self.update_state(mark)
+
+    def mark_needs_login(self, name: str, reason: str) -> None:
+        self.update_state(lambda s: setattr(s.account(name), "needs_login", reason))
+
+    def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
+        self.update_state(
+            lambda s: s.record_switch(Switch(time.time(), from_account, to_account, reason))
+        )

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -149,3 +151,75 @@ def usage_limit_body(resets_at: float, now: float, plan_type: str | None = None)
     if plan_type:
         error["plan_type"] = plan_type
     return json.dumps({"error": error}).encode()
+
+
+# -- what Codex prints (cao run) ------------------------------------------------------------------
+
+# What Codex prints when it stops on a limit (codex-protocol.md): specific phrases only, so that
+# ordinary text ("context window exceeded", "quota" in a file) never counts.
+USAGE_LIMIT_PATTERNS = (
+    r"you(?:'|’)ve hit your usage limit",
+    r"usage limit has been reached",
+    r"\busage_limit_reached\b",
+    r"quota exceeded\. check your plan",
+)
+_TRY_AGAIN = re.compile(
+    r"try again (?:at|after) (?:(?P<date>[A-Z][a-z]{2,8} \d{1,2}(?:st|nd|rd|th)?),? )?"
+    r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def compile_patterns(extra: tuple[str, ...] | list[str] = ()) -> list[re.Pattern[str]]:
+    return [re.compile(p, re.IGNORECASE) for p in (*USAGE_LIMIT_PATTERNS, *extra)]
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def reset_from_text(text: str, now: datetime) -> float | None:
+    """'...try again at 5:34 AM' (local time; the next such moment, or on the date given)."""
+    matches = list(_TRY_AGAIN.finditer(text))
+    if not matches:
+        return None
+    match = matches[-1]  # the most recent message
+    hour, minute = int(match["hour"]), int(match["minute"])
+    ampm = (match["ampm"] or "").lower().replace(".", "")
+    if ampm == "pm" and hour < 12:
+        hour += 12
+    elif ampm == "am" and hour == 12:
+        hour = 0
+    if hour > 23 or minute > 59:
+        return None
+    when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if match["date"]:
+        day = re.sub(r"(st|nd|rd|th)$", "", match["date"])
+        try:
+            parsed = datetime.strptime(f"{day} {now.year}", "%b %d %Y")
+        except ValueError:
+            try:
+                parsed = datetime.strptime(f"{day} {now.year}", "%B %d %Y")
+            except ValueError:
+                parsed = None
+        if parsed is not None:
+            when = when.replace(year=parsed.year, month=parsed.month, day=parsed.day)
+            if when < now - timedelta(days=180):
+                when = when.replace(year=now.year + 1)
+    while when <= now:
+        when += timedelta(days=1)
+    return when.timestamp()
+
+
+def classify_output(
+    text: str,
+    patterns: list[re.Pattern[str]],
+    now: float,
+    cooldown: float = COOLDOWN_SECONDS,
+) -> QuotaSignal | None:
+    """The tail of what Codex printed before it exited non-zero."""
+    plain = strip_ansi(text)
+    if not any(p.search(plain) for p in patterns):
+        return None
+    resets_at = reset_from_text(plain, datetime.fromtimestamp(now).astimezone())
+    return QuotaSignal(QuotaKind.USAGE_LIMIT, sane_reset(resets_at, now, cooldown), None)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fakes.upstream import FakeUpstream
 from tests.helpers import FAKE_CODEX
 
 
@@ -21,3 +23,11 @@ def fake_codex_path(tmp_path: Path) -> Path:
     bindir.mkdir()
     (bindir / "codex").symlink_to(FAKE_CODEX)
     return bindir
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """The fake ChatGPT backend (and auth endpoint) on loopback, stopped after the test."""
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()

@@ -4,7 +4,6 @@ writes. A usage limit on account a must never reach Codex: the turn completes on
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,6 @@ from tests.helpers import cao_env, run_cao, write_account
 pytestmark = pytest.mark.codex
 
 USAGE_LIMIT_WORDS = ("usage limit", "You've hit", "try again at", "Quota exceeded")
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
@@ -115,3 +107,38 @@ def test_expired_pool_token_is_refreshed_under_a_live_turn(
         json.loads((data_dir / "a" / "auth.json").read_text())["tokens"]["refresh_token"]
         == "rt-a-1"
     )
+
+
+def test_cao_run_falls_back_with_the_real_codex(
+    data_dir: Path, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """No gateway: each account home points Codex at the fake backend; a's usage limit (Codex
+    prints it and exits 1) makes `cao run` re-run the same command on b."""
+    from tests.codex_harness import client_config
+
+    # Top-level keys first: appended after a [table] they would land inside it.
+    config = (
+        f'openai_base_url = "{upstream.url}/backend-api/codex"\n'
+        'cli_auth_credentials_store = "file"\nforced_login_method = "chatgpt"\n'
+        + client_config(upstream)
+    )
+    upstream.wham_account_id = None  # /wham answers for whichever account asks
+    for name in ("a", "b"):
+        home = write_account(data_dir, name)
+        (home / "config.toml").write_text(config)
+    upstream.queue("acct-a", Answer("quota"))
+    result = run_cao(
+        data_dir,
+        "run",
+        "--codex",
+        str(codex_binary()),
+        "--",
+        *EXEC_ARGS,
+        "hi",
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "account a hit its usage limit" in result.stderr
+    assert "hello from acct-b" in result.stdout
+    assert [r.account_id for r in upstream.model_requests()] == ["acct-a", "acct-b"]

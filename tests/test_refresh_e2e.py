@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,13 +19,6 @@ from tests.gateway_proc import GatewayProcess
 from tests.helpers import cao_env, fake_token, run_cao, write_account
 
 MODEL = "/backend-api/codex/responses"
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 def refreshed_tokens(label: str) -> dict[str, str]:

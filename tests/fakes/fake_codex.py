@@ -3,7 +3,10 @@
 
 - `login [--device-auth]`: writes an auth.json for the account named after CODEX_HOME's dir.
 - FAKE_CODEX_LOG: a JSON-lines file that gets {"args", "codex_home", "isatty"} per call.
-- FAKE_CODEX_EXIT: exit code for `login`.
+- FAKE_CODEX_EXIT: exit code for `login` and for ordinary runs.
+- FAKE_CODEX_QUOTA: comma-separated account names that print Codex's usage-limit message and
+  exit 1 (FAKE_CODEX_QUOTA_TEXT overrides the message).
+- FAKE_CODEX_MESSAGE: printed (stderr) before exiting with FAKE_CODEX_EXIT.
 """
 
 import json
@@ -14,8 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.helpers import auth_document
 
+USAGE_LIMIT = (
+    "■ You've hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), "
+    "visit https://chatgpt.com/settings/usage to purchase more credits or try again "
+    "at 5:34 AM."
+)
+
 args = sys.argv[1:]
 home = os.environ.get("CODEX_HOME", "")
+account = Path(home).name
 log = os.environ.get("FAKE_CODEX_LOG")
 if log:
     with open(log, "a") as f:
@@ -29,15 +39,21 @@ if log:
             )
             + "\n"
         )
+code = int(os.environ.get("FAKE_CODEX_EXIT", "0"))
 if args[:1] == ["login"]:
-    code = int(os.environ.get("FAKE_CODEX_EXIT", "0"))
     if code == 0:
         path = Path(home) / "auth.json"
-        path.write_text(json.dumps(auth_document(Path(home).name)))
+        path.write_text(json.dumps(auth_document(account)))
         path.chmod(0o600)
         print("Successfully logged in", file=sys.stderr)
     sys.exit(code)
 if args[:1] == ["--version"]:
     print("codex-cli 0.0.0-fake")
     sys.exit(0)
-sys.exit(0)
+print(f"codex working on {account}", flush=True)
+if account and account in os.environ.get("FAKE_CODEX_QUOTA", "").split(","):
+    print(os.environ.get("FAKE_CODEX_QUOTA_TEXT", USAGE_LIMIT), file=sys.stderr, flush=True)
+    sys.exit(1)
+if os.environ.get("FAKE_CODEX_MESSAGE"):
+    print(os.environ["FAKE_CODEX_MESSAGE"], file=sys.stderr, flush=True)
+sys.exit(code)

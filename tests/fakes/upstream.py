@@ -220,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
         if r.headers.get("upgrade", "").lower() == "websocket":
             self._send(426, b"no websockets here", content_type="text/plain")
         elif "/wham/accounts/check" in r.path:
-            account = self.fake.wham_account_id or "acct-unknown"
+            account = self.fake.wham_account_id or r.account_id or "acct-unknown"
             self._send(200, json.dumps({"accounts": [{
                 "id": account, "name": "fake", "plan_type": "plus", "structure": "personal",
                 "is_deactivated": False, "workspace_backend_origin": "https://chatgpt.com",
