@@ -17,6 +17,7 @@ from cao.config.pool import AccountPool, AccountView, Availability, account_summ
 
 from .base import (
     AccountName,
+    JsonFlag,
     account_name,
     app,
     human_until,
@@ -25,10 +26,9 @@ from .base import (
     say,
     store_of,
     warn,
+    window_label,
 )
 from .codex import find_codex, run_login
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
 @app.command()
@@ -167,17 +167,6 @@ def switch(ctx: typer.Context) -> None:
     else:
         raise InvalidInput(f"{answer!r} is not one of the listed accounts")
     use(ctx, choice)
-
-
-def window_label(minutes: str) -> str:
-    m = int(minutes)
-    if m % 10080 == 0:
-        return "weekly" if m == 10080 else f"{m // 10080}w"
-    if m % 1440 == 0:
-        return f"{m // 1440}d"
-    if m % 60 == 0:
-        return f"{m // 60}h"
-    return f"{m}m"
 
 
 def _status_text(view: AccountView, now: float) -> str:

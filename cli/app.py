@@ -8,7 +8,7 @@ import typer
 
 from cao.config.errors import CaoError
 
-from . import accounts, gateway, run  # noqa: F401  (registers the commands)
+from . import accounts, gateway, run, status  # noqa: F401  (registers the commands)
 from .base import app, setup_logging
 
 EXIT_INTERRUPTED = 130

@@ -69,6 +69,8 @@ AccountName = Annotated[
     str, typer.Argument(help="Account name: letters, digits, '_' and '-'.", show_default=False)
 ]
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
 
 def account_name(name: str) -> str:
     return validate_name(name)
@@ -121,6 +123,18 @@ def human_duration(seconds: float) -> str:
 def human_until(when: float, now: float | None = None) -> str:
     delta = when - (time.time() if now is None else now)
     return f"in {human_duration(delta)}" if delta >= 0 else f"{human_duration(delta)} ago"
+
+
+def window_label(minutes: str | int) -> str:
+    """A usage window by its length: 300 -> "5h", 10080 -> "weekly"."""
+    m = int(minutes)
+    if m % 10080 == 0:
+        return "weekly" if m == 10080 else f"{m // 10080}w"
+    if m % 1440 == 0:
+        return f"{m // 1440}d"
+    if m % 60 == 0:
+        return f"{m // 60}h"
+    return f"{m}m"
 
 
 def local_time(when: float) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 from cao.config.errors import CaoError
 
 SHIM_MARKER = "# cao-shim: codex"  # first lines of the shim `cao gateway enable` writes
-INSTALL_HINT = "install it with `npm install -g @openai/codex`, or pass --codex PATH"
+CODEX_INSTALL = "npm install -g @openai/codex"
+INSTALL_HINT = f"install it with `{CODEX_INSTALL}`, or pass --codex PATH"
 
 
 def is_cao_shim(path: Path) -> bool:

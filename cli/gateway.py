@@ -10,7 +10,6 @@ import shutil
 import socket
 import sys
 import time
-import urllib.request
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +23,7 @@ from cao.config.files import ensure_private_dir
 from cao.config.pool import AccountPool
 from cao.config.store import Store
 
-from .base import gateway_app, local_time, print_json, say, store_of, warn
+from .base import JsonFlag, gateway_app, local_time, print_json, say, store_of, warn
 from .codex import find_codex
 from .shim import default_bin_dir, install_shim, path_problem, remove_shim
 
@@ -215,10 +214,24 @@ def start(
 
 
 def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The gateway's /__cao/status document, or None when nothing (or not a gateway) answers."""
+    # http.client, not urllib: urllib builds an SSL context on first use (~60 ms with its
+    # import), and the gateway listens on plain HTTP.
+    import http.client
+
+    parts = urlsplit(url)
+    connection_type = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
     try:
-        with urllib.request.urlopen(url + defaults.STATUS_PATH, timeout=timeout) as answer:  # noqa: S310
-            document = json.load(answer)
-    except (OSError, ValueError):
+        connection = connection_type(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            connection.request("GET", parts.path.rstrip("/") + defaults.STATUS_PATH)
+            answer = connection.getresponse()
+            document = json.loads(answer.read()) if answer.status == 200 else None
+        finally:
+            connection.close()
+    except (OSError, ValueError, http.client.HTTPException):
         return None
     return document if isinstance(document, dict) and "accounts" in document else None
 
@@ -229,7 +242,7 @@ def status(
     host: Host = defaults.GATEWAY_HOST,
     port: Port = defaults.GATEWAY_PORT,
     url: Annotated[str | None, typer.Option(help="Gateway URL (instead of host/port).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Is a gateway answering (exit 0) or not (exit 1), and is each account ready."""
     target = (url or defaults.gateway_url(host, port)).rstrip("/")

@@ -46,6 +46,21 @@ def install_shim(bin_dir: Path, real_codex: Path, gateway: str) -> Path:
     return shim
 
 
+def shim_gateway(shim: Path) -> str | None:
+    """The gateway URL our shim routes Codex to; None when `shim` is not ours."""
+    if not is_cao_shim(shim):
+        return None
+    try:
+        lines = shim.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        if line.startswith("OPENAI_BASE_URL="):
+            words = shlex.split(line.partition("=")[2])
+            return words[0].removesuffix(CODEX_API_PATH) if words else None
+    return None
+
+
 def remove_shim(bin_dir: Path) -> bool:
     """True when our shim was there and is gone; raises when the file there is not ours."""
     shim = bin_dir / "codex"

@@ -7,9 +7,8 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import filelock
 import tomli_w
 
 from .defaults import DATA_DIR_ENV, DATA_DIR_NAME
@@ -18,6 +17,9 @@ from .files import ensure_private_dir, quarantine, write_atomic, write_json_atom
 from .names import validate_name
 from .registry import Registry
 from .state import PoolState
+
+if TYPE_CHECKING:
+    import filelock
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -45,17 +47,25 @@ class Store:
         self.data_dir = data_dir
         self.registry_path = data_dir / REGISTRY_FILE
         self.state_path = data_dir / STATE_FILE
-        # Reentrant within a thread, exclusive across processes (flock on the lock file).
-        self._lock = filelock.FileLock(data_dir / LOCK_FILE, timeout=LOCK_TIMEOUT, mode=0o600)
+        self._lock: filelock.FileLock | None = None
 
     def ensure(self) -> None:
         ensure_private_dir(self.data_dir)
 
     def lock(self) -> filelock.FileLock:
         self.ensure()
+        if self._lock is None:
+            import filelock  # ~30 ms to import; read-only commands never need it
+
+            # Reentrant within a thread, exclusive across processes (flock on the lock file).
+            self._lock = filelock.FileLock(
+                self.data_dir / LOCK_FILE, timeout=LOCK_TIMEOUT, mode=0o600
+            )
         return self._lock
 
     def _locked(self) -> filelock.FileLock:
+        import filelock
+
         lock = self.lock()
         try:
             lock.acquire()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -123,3 +127,55 @@ def assert_private(data_dir: Path) -> None:
             assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
         elif path.name == "auth.json" or path.name.endswith(".json"):
             assert mode == 0o600, f"{path} is {oct(mode)}"
+
+
+class Terminal:
+    """`cao run` as the session leader on a fresh pty, as a user's shell would start it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        rows: int = 24,
+        cols: int = 80,
+        command: str = "run",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.master, slave = os.openpty()
+        self.resize(rows, cols)
+        self.proc = subprocess.Popen(
+            [*CAO, command, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**(env or cao_env(data_dir)), "TERM": "xterm"},
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        os.close(slave)
+        self.output = b""
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def expect(self, text: str, timeout: float = 15) -> float:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.output:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not seen in {self.output!r}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 4096)
+                except OSError:
+                    break
+        return time.monotonic()
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> int:
+        code = self.proc.wait(15)
+        os.close(self.master)
+        return code

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import select
 import signal
-import struct
 import subprocess
 import termios
 import time
@@ -16,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CAO, FAKE_CODEX, REPO, cao_env, run_cao, write_account
+from tests.helpers import FAKE_CODEX, REPO, Terminal, cao_env, run_cao, write_account
 
 TTY_CODEX = REPO / "tests" / "fakes" / "tty_codex.py"
 
@@ -189,50 +185,6 @@ def test_bad_input(accounts: Path, tmp_path: Path) -> None:
 
 
 # -- a real pseudo-terminal -----------------------------------------------------------------------
-
-
-class Terminal:
-    """`cao run` as the session leader on a fresh pty, as a user's shell would start it."""
-
-    def __init__(self, data_dir: Path, *args: str, rows: int = 24, cols: int = 80) -> None:
-        self.master, slave = os.openpty()
-        self.resize(rows, cols)
-        self.proc = subprocess.Popen(
-            [*CAO, "run", *args],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=cao_env(data_dir, TERM="xterm"),
-            start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )
-        os.close(slave)
-        self.output = b""
-
-    def resize(self, rows: int, cols: int) -> None:
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def expect(self, text: str, timeout: float = 15) -> float:
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.output:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{text!r} not seen in {self.output!r}")
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    self.output += os.read(self.master, 4096)
-                except OSError:
-                    break
-        return time.monotonic()
-
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def close(self) -> int:
-        code = self.proc.wait(15)
-        os.close(self.master)
-        return code
 
 
 def test_pty_relay_is_a_real_terminal(accounts: Path) -> None:
