@@ -119,6 +119,8 @@ class Gateway:
             self._refresh_client = None
 
     async def done(self) -> None:
+        if self._data_dir is not None:
+            await asyncio.to_thread(self.live.flush)
         if self._client is not None:
             await self._client.aclose()
         if self._refresh_client is not None:

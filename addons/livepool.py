@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cao.config.auth import AUTH_FILE, AccountAuth, read_auth
@@ -17,6 +19,7 @@ from cao.config.store import Store
 log = logging.getLogger("cao.gateway")
 
 Fingerprint = tuple[int, int, int] | None
+Mutation = Callable[[PoolState], object]
 
 
 def _fingerprint(path: Path) -> Fingerprint:
@@ -29,7 +32,11 @@ def _fingerprint(path: Path) -> Fingerprint:
 
 class LivePool(AccountPool):
     """Reads registry, pool state and auth.json files only when they change (a few stat() calls
-    per request), so accounts added or logged in while the gateway runs are used at once."""
+    per request), so accounts added or logged in while the gateway runs are used at once.
+
+    A state change takes effect in memory at once and is written to disk (lock, fsync, rename:
+    ~5 ms) by one background thread, in order: a usage limit never stalls the event loop, and
+    so never the other streams."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
@@ -38,17 +45,22 @@ class LivePool(AccountPool):
         self._files: tuple[Fingerprint, Fingerprint] | None = None
         self._auth: dict[str, tuple[Fingerprint, AccountAuth]] = {}
         self._views: list[AccountView] = []
+        self._stale = False  # the in-memory state changed: rebuild the views
+        self._pending: list[Mutation] = []  # applied in memory, not yet on disk
+        self._pending_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cao-state")
 
     def accounts(self) -> list[AccountView]:
         return self.views()
 
     def views(self) -> list[AccountView]:
         files = (_fingerprint(self.store.registry_path), _fingerprint(self.store.state_path))
-        changed = files != self._files
-        if changed:
+        changed = self._stale
+        self._stale = False
+        if files != self._files:
+            changed = True
             self._files = files
-            self._registry = self.store.load_registry()
-            self._state = self.store.load_state()
+            self._reload()
         for name in self._registry.accounts:
             path = self.store.data_dir / name / AUTH_FILE
             print_ = _fingerprint(path)
@@ -69,12 +81,52 @@ class LivePool(AccountPool):
             ]
         return self._views
 
+    def _reload(self) -> None:
+        registry, state = self.store.load_registry(), self.store.load_state()
+        # A file found corrupt was kept aside as .corrupt-*: keep serving what we knew and put
+        # it back on disk, so a stray write never takes the accounts or cooldowns away.
+        if self.store.quarantined.pop(self.store.registry_path, None) and self._registry.accounts:
+            registry = self._registry
+            self.store.update_registry(_restore_registry(registry))
+            log.warning("registry.json was unreadable: restored the %d accounts the gateway "
+                        "knew", len(registry.accounts))  # fmt: skip
+        if self.store.quarantined.pop(self.store.state_path, None):
+            state = self._state
+            self.update_state(_restore_state(state))
+            log.warning("cao-state.json was unreadable: restored the gateway's copy")
+        self._registry, self._state = registry, state
+        with self._pending_lock:
+            pending = list(self._pending)
+        for mutate in pending:  # not on disk yet: keep them in force
+            mutate(self._state)
+
     def view(self, name: str) -> AccountView | None:
         return next((v for v in self.views() if v.name == name), None)
 
-    def update_state(self, mutate: Callable[[PoolState], object]) -> None:
-        super().update_state(mutate)
-        self._files = None  # re-read on next use
+    def update_state(self, mutate: Mutation) -> None:
+        mutate(self._state)
+        self._stale = True
+        with self._pending_lock:
+            self._pending.append(mutate)
+        self._writer.submit(self._write, mutate)
+
+    def _write(self, mutate: Mutation) -> None:
+        try:
+            self.store.update_state(mutate)
+        except Exception as e:  # a lock timeout or a full disk must not kill the writer
+            log.warning("could not save the pool state: %s", e)
+        finally:
+            with self._pending_lock:
+                self._pending.remove(mutate)
+            self._files = None  # what is on disk is the truth again: re-read it on next use
+
+    def wait_written(self) -> None:
+        """Block until every state change made so far is on disk."""
+        self._writer.submit(lambda: None).result()
+
+    def flush(self) -> None:
+        """Write what is pending and stop the writer (at shutdown)."""
+        self._writer.shutdown(wait=True)
 
     def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
         super().mark_cooling(name, until, reason, quota_hit)
@@ -92,3 +144,23 @@ class LivePool(AccountPool):
     def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
         super().record_switch(from_account, to_account, reason)
         log.info("switch %s -> %s (%s)", from_account or "-", to_account, reason)
+
+
+def _restore_registry(known: Registry) -> Callable[[Registry], None]:
+    def restore(registry: Registry) -> None:
+        if not registry.accounts:  # unless someone wrote a good one meanwhile
+            registry.accounts = list(known.accounts)
+            registry.default_account = known.default_account
+            registry.extra = dict(known.extra)
+
+    return restore
+
+
+def _restore_state(known: PoolState) -> Mutation:
+    def restore(state: PoolState) -> None:
+        for name, account in known.accounts.items():
+            state.accounts.setdefault(name, account)
+        if not state.switches:
+            state.switches[:] = known.switches
+
+    return restore

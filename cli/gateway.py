@@ -109,6 +109,10 @@ def mitm_args(
         "-s", str(addon_script()),
         "--set", f"confdir={confdir}",
         "--set", "termlog_verbosity=info",
+        # Connect upstream on the first request, not on accept: an unreachable upstream is
+        # then a 502 the client can read (eager closes the client connection instead), and
+        # what the gateway answers itself (426, /__cao/status) opens no upstream connection.
+        "--set", "connection_strategy=lazy",
         "--set", f"cao_data_dir={store.data_dir}",
         "--set", f"cao_upstream={upstream}",
         "--set", f"cao_auth_url={auth_url}",

@@ -24,6 +24,7 @@ from typing import Any
 
 TAIL_BYTES = 16 * 1024
 CHUNK = 64 * 1024
+DRAIN = 256 * 1024
 
 
 class OutputTail:
@@ -108,23 +109,27 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
-    handlers = {signal.SIGWINCH: on_winch, signal.SIGTERM: forward, signal.SIGHUP: forward}
+    # SIGCHLD (Codex exited or stopped) wakes the loop through this pipe: no waitpid() per chunk.
+    wake_r, wake_w = os.pipe()
+    for fd in (wake_r, wake_w, master):
+        os.set_blocking(fd, False)
+    handlers = {
+        signal.SIGWINCH: on_winch,
+        signal.SIGTERM: forward,
+        signal.SIGHUP: forward,
+        signal.SIGCHLD: lambda signum, frame: None,
+    }
     previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+    previous_wakeup = signal.set_wakeup_fd(wake_w)
     reading_stdin = True
     try:
         with _raw(stdin):
             while True:
-                watched = [master, stdin] if reading_stdin else [master]
-                try:
-                    ready, _, _ = select.select(watched, [], [], 0.25)
-                except InterruptedError:
-                    continue
+                watched = [master, wake_r, stdin] if reading_stdin else [master, wake_r]
+                ready, _, _ = select.select(watched, [], [], 1.0)
                 if master in ready:
-                    try:
-                        data = os.read(master, CHUNK)
-                    except OSError:  # EIO: the child's side is closed and drained
-                        data = b""
-                    if not data:
+                    data = _drain(master)
+                    if data is None:  # EOF/EIO: the child's side is closed and drained
                         break
                     write_all(stdout, data)
                     tail.feed(data)
@@ -134,15 +139,36 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
                         write_all(master, data)
                     else:
                         reading_stdin = False
-                if status is None:
-                    status = _check_child(pid, stdin, master)
+                if wake_r in ready or not ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                    if status is None:
+                        status = _check_child(pid, stdin, master)
     finally:
+        signal.set_wakeup_fd(previous_wakeup)
         for s, h in previous.items():
             signal.signal(s, h)
-        os.close(master)
+        for fd in (master, wake_r, wake_w):
+            os.close(fd)
     if status is None:
         _, status = os.waitpid(pid, 0)
     return exit_code(status), tail.text()
+
+
+def _drain(master: int) -> bytes | None:
+    """What the pty holds now, up to DRAIN bytes (one write for many small reads); None at EOF."""
+    data = bytearray()
+    while len(data) < DRAIN:
+        try:
+            chunk = os.read(master, CHUNK)
+        except BlockingIOError:
+            break
+        except OSError:  # EIO once the child's side is closed
+            chunk = b""
+        if not chunk:
+            return bytes(data) if data else None
+        data += chunk
+    return bytes(data)
 
 
 def _check_child(pid: int, stdin: int, master: int) -> int | None:

@@ -48,6 +48,9 @@ class Store:
         self.registry_path = data_dir / REGISTRY_FILE
         self.state_path = data_dir / STATE_FILE
         self._lock: filelock.FileLock | None = None
+        # Files this Store found corrupt and kept aside (path -> the .corrupt-* copy), so that
+        # a long-running reader can put back what it still knows.
+        self.quarantined: dict[Path, Path] = {}
 
     def ensure(self) -> None:
         ensure_private_dir(self.data_dir)
@@ -92,7 +95,7 @@ class Store:
             except FileNotFoundError:
                 return empty()
             except ValueError as e:
-                quarantine(path, str(e).splitlines()[0][:80])
+                self.quarantined[path] = quarantine(path, str(e).splitlines()[0][:80])
                 return empty()
         finally:
             lock.release()

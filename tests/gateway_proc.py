@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import CAO, cao_env
+from tests.helpers import CAO, assert_no_secret, cao_env
 
 LISTENING = re.compile(r"cao gateway listening on (http://[\d.:\[\]a-z]+)")
 
@@ -87,14 +87,18 @@ class GatewayProcess:
         raise AssertionError(f"no log line matching {pattern!r}:\n{self.output}")
 
     def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        """Ctrl-C, as a user stops it; then its whole log must be free of tokens."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        assert_no_secret(self.output, "the gateway log")
+        return self.proc.returncode
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

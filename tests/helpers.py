@@ -29,12 +29,27 @@ def make_jwt(claims: dict[str, Any]) -> str:
     return f"{header}.{b64(json.dumps(claims).encode())}.{b64(b'sig')}"
 
 
+# Every fake secret this suite makes. `run_cao` and `GatewayProcess` check each output against
+# all of them: no token may show in any log, debug line or command output.
+ISSUED_SECRETS: set[str] = set()
+
+
+def remember(secret: str) -> str:
+    ISSUED_SECRETS.add(secret)
+    return secret
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    leaked = [s for s in ISSUED_SECRETS if s in text]
+    assert not leaked, f"{where} shows a token ({leaked[0][:10]}…)"
+
+
 def fake_token(label: str, exp: float | None = None, **claims: Any) -> str:
     """A JWT whose payload carries a recognizable secret marker, for leak checks."""
     body: dict[str, Any] = {"secret": f"SECRET-{label}", **claims}
     if exp is not None:
         body["exp"] = int(exp)
-    return make_jwt(body)
+    return remember(make_jwt(body))
 
 
 def auth_document(
@@ -57,13 +72,14 @@ def auth_document(
             },
         }
     )
+    remember(id_token)
     return {
         "auth_mode": "chatgpt",
         "OPENAI_API_KEY": None,
         "tokens": {
             "id_token": id_token,
             "access_token": fake_token(f"access-{name}", exp or time.time() + 86400),
-            "refresh_token": refresh_token or f"SECRET-refresh-{name}-0",
+            "refresh_token": remember(refresh_token or f"SECRET-refresh-{name}-0"),
             "account_id": account_id,
         },
         "last_refresh": "2026-11-01T00:00:00Z",
@@ -104,9 +120,16 @@ def cao_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cao(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw: Any
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    check_private: bool = True,
+    **kw: Any,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """`cao ARGS` as a user runs it. After every command: no token in its output, and (unless
+    the test loosened them on purpose) the data dir's token files and dirs still private."""
+    result = subprocess.run(
         [*CAO, *args],
         env=env or cao_env(data_dir),
         capture_output=True,
@@ -115,18 +138,38 @@ def run_cao(
         stdin=subprocess.DEVNULL,
         **kw,
     )
+    assert_no_secret(result.stdout + result.stderr, f"`cao {' '.join(args)}`")
+    if check_private and data_dir.is_dir():
+        assert_private(data_dir)
+    return result
+
+
+def wait_for_state(data_dir: Path, ready: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """cao-state.json once `ready(document)` holds: the gateway writes it in the background."""
+    path = data_dir / "cao-state.json"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            document: dict[str, Any] = json.loads(path.read_text())
+            if ready(document):
+                return document
+        except (FileNotFoundError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never became ready")
+        time.sleep(0.02)
 
 
 def assert_private(data_dir: Path) -> None:
-    """Account dirs 0700, token files 0600: checked after CLI commands."""
-    for path in [data_dir, *data_dir.rglob("*")]:
-        if path.is_symlink():
-            continue
-        mode = path.stat().st_mode & 0o777
-        if path.is_dir():
+    """The data dir and account dirs 0700, token files (auth.json) 0600: after every CLI command.
+    (What Codex itself creates inside a 0700 account home is out of everyone else's reach.)"""
+    for path in [data_dir, *data_dir.iterdir()]:
+        if path.is_dir() and not path.is_symlink():
+            mode = path.stat().st_mode & 0o777
             assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
-        elif path.name == "auth.json" or path.name.endswith(".json"):
-            assert mode == 0o600, f"{path} is {oct(mode)}"
+    for token_file in data_dir.glob("*/auth.json"):
+        mode = token_file.stat().st_mode & 0o777
+        assert mode == 0o600, f"{token_file} is {oct(mode)}"
 
 
 class Terminal:

@@ -66,6 +66,7 @@ async def test_moved_conversation_drops_turn_state(gateway: Gateway) -> None:
     await router.requestheaders(flow)
     assert flow.request.headers["chatgpt-account-id"] == "acct-b"
     assert "x-codex-turn-state" not in flow.request.headers
+    gateway.live.wait_written()
     assert gateway.live.store.load_state().switches[-1].reason == "quota"
 
 

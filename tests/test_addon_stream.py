@@ -40,6 +40,7 @@ def test_watcher_streams_only_2xx_event_streams_and_marks_limit(data_dir: Path) 
         event = {"type": "response.failed", "response": {"error": {
             "code": "usage_limit_reached", "resets_at": resets_at}}}  # fmt: skip
         flow.response.stream(f"data: {json.dumps(event)}\n\n".encode())  # type: ignore[union-attr,operator]
+        gw.live.wait_written()
         assert gw.live.store.load_state().get("a").cooling_until == resets_at
 
         limited = tflow.tflow(resp=tutils.tresp(status_code=429))

@@ -13,9 +13,10 @@ import httpx
 import pytest
 import trustme
 
+from cao.config.store import Store
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
-from tests.helpers import cao_env, run_cao, write_account
+from tests.helpers import cao_env, run_cao, wait_for_state, write_account
 
 MODEL = "/backend-api/codex/responses"
 
@@ -161,9 +162,10 @@ def test_conversation_stays_on_its_account(
     with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
         assert b"acct-b" in turn(client, "old").content
         # Account a comes back (its cooldown is lifted on disk, as by another process).
-        state = json.loads((two_accounts / "cao-state.json").read_text())
-        state["accounts"]["a"]["cooling_until"] = time.time() - 1
-        (two_accounts / "cao-state.json").write_text(json.dumps(state))
+        wait_for_state(two_accounts, lambda d: "a" in d["accounts"])
+        Store(two_accounts).update_state(
+            lambda s: setattr(s.account("a"), "cooling_until", time.time() - 1)
+        )
         assert b"acct-b" in turn(client, "old").content  # stays where its cache is
         assert b"acct-a" in turn(client, "new").content  # new work goes to the default
     assert status(gw)["a"]["status"] == "usable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import termios
@@ -224,6 +225,25 @@ def test_pty_fallback_keeps_the_terminal(accounts: Path, tmp_path: Path) -> None
     term = Terminal(accounts, "--codex", str(script))
     term.expect("running codex on account b")
     term.expect("isatty stdin=True stdout=True")
+    term.send(b"\x03")
+    term.expect("got sigint")
+    assert term.close() == 130
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_pty_ctrl_z_stops_and_fg_resumes(accounts: Path) -> None:
+    term = Terminal(accounts, "--codex", str(TTY_CODEX))
+    term.expect("ready")
+    term.send(b"\x1a")  # Ctrl-Z: Codex stops, and cao stops with it, as a shell expects
+    deadline = time.monotonic() + 10
+    while process_state(term.proc.pid) != "T":
+        assert time.monotonic() < deadline, "cao did not stop"
+        time.sleep(0.05)
+    os.kill(term.proc.pid, signal.SIGCONT)  # what `fg` does
+    term.expect("resumed")  # cao woke Codex up
     term.send(b"\x03")
     term.expect("got sigint")
     assert term.close() == 130

@@ -20,6 +20,8 @@ NOW = time.time()
 @pytest.fixture
 def world(data_dir: Path, tmp_path: Path, fake_codex_path: Path) -> dict[str, Any]:
     """A data dir with an account in each state, and a HOME/PATH of its own."""
+    global NOW
+    NOW = time.time()  # relative times in the output are checked against it
     write_account(data_dir, "good")
     write_account(data_dir, "expiring", exp=NOW + 120)
     write_account(data_dir, "lost")
@@ -58,8 +60,10 @@ def world(data_dir: Path, tmp_path: Path, fake_codex_path: Path) -> dict[str, An
     return {"data": data_dir, "env": env, "home": home, "bin": home / ".local" / "bin"}
 
 
-def status(world: dict[str, Any], *args: str, **env: str) -> Any:
-    return run_cao(world["data"], "status", *args, env={**world["env"], **env})
+def status(world: dict[str, Any], *args: str, private: bool = True, **env: str) -> Any:
+    return run_cao(
+        world["data"], "status", *args, env={**world["env"], **env}, check_private=private
+    )
 
 
 def by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -175,8 +179,8 @@ def test_conflicting_flags(world: dict[str, Any]) -> None:
 # -- the doctor -----------------------------------------------------------------------------------
 
 
-def doctor(world: dict[str, Any], **env: str) -> Any:
-    r = status(world, "--doctor", "--json", **env)
+def doctor(world: dict[str, Any], private: bool = True, **env: str) -> Any:
+    r = status(world, "--doctor", "--json", private=private, **env)
     return r.returncode, json.loads(r.stdout)["checks"], r
 
 
@@ -259,7 +263,7 @@ def test_doctor_loose_permissions(world: dict[str, Any]) -> None:
     token = world["data"] / "good" / "auth.json"
     token.chmod(0o644)
     (world["data"] / "good").chmod(0o755)
-    code, checks, _ = doctor(world)
+    code, checks, _ = doctor(world, private=False)
     assert code == 2
     found = problems(checks)
     assert found[f"{token} (login tokens) is readable by others"] == ("error", f"chmod 600 {token}")

@@ -29,6 +29,17 @@ def on_int(s: int, f: object) -> None:
 
 
 signal.signal(signal.SIGINT, on_int)
+
+
+def on_tstp(s: int, f: object) -> None:
+    # As a TUI suspends: with SIGSTOP. (A default SIGTSTP is discarded by the kernel here: a
+    # pty's session leader is an orphaned process group, under cao as under script(1).)
+    say("suspending")
+    os.kill(os.getpid(), signal.SIGSTOP)
+    say("resumed")
+
+
+signal.signal(signal.SIGTSTP, on_tstp)
 say(f"isatty stdin={os.isatty(0)} stdout={os.isatty(1)} size={size()}")
 say("ready")
 deadline = time.time() + 20

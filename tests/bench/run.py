@@ -1,0 +1,500 @@
+"""`make bench`: what the gateway and the CLI cost, against a direct run measured in the same run.
+
+Not a test: it prints a markdown table (each figure, its ratio to direct, the target) and writes
+the raw numbers as JSON under bench/results/. It fails only when something does not work at all.
+
+Everything listens on 127.0.0.1 and is stopped at the end. Direct and gateway requests are
+interleaved one by one, so drift of the machine hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.upstream import Answer, FakeUpstream
+from tests.gateway_proc import GatewayProcess
+from tests.helpers import CAO, REPO, cao_env, write_account
+
+RESULTS = REPO / "bench" / "results"
+MODEL = "/backend-api/codex/responses"
+SMALL = "/backend-api/codex/bench"  # a model path the fake answers with a small JSON 200
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    measure: str
+    unit: str
+    direct: float | None
+    gateway: float | None
+    target: str = ""
+    ok: bool | None = None
+
+    @property
+    def added(self) -> float | None:
+        if self.direct is None or self.gateway is None:
+            return None
+        return self.gateway - self.direct
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.direct or self.gateway is None:
+            return None
+        return self.gateway / self.direct
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+# -- the gateway process ---------------------------------------------------------------------
+
+
+def proc_rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def gateway_pid(gw: GatewayProcess) -> int:
+    # `cao gateway start` execs mitmdump: same pid.
+    return gw.pid
+
+
+def data_dir_with(root: Path, names: list[str]) -> Path:
+    root.mkdir(mode=0o700, parents=True)
+    for name in names:
+        write_account(root, name)
+    return root
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+def keepalive_post(
+    direct_url: str, gateway_url: str, bare_url: str, n: int, pid: int
+) -> tuple[list[Row], float]:
+    """Small POSTs on one keep-alive connection each: direct, through the gateway, and through
+    a bare mitmdump (no addon), which tells mitmproxy's own cost from the addon's."""
+    body = b'{"input": "small"}'
+    headers = {"content-type": "application/json", "session-id": "bench-post",
+               "chatgpt-account-id": "acct-a", "authorization": "Bearer bench"}  # fmt: skip
+    urls = {"direct": direct_url, "gateway": gateway_url, "bare": bare_url}
+    times: dict[str, list[float]] = {side: [] for side in urls}
+    clients = {side: httpx.Client(base_url=url) for side, url in urls.items()}
+    try:
+        for client in clients.values():  # warm up: connections made, code paths loaded
+            for _ in range(20):
+                client.post(SMALL, content=body, headers=headers).raise_for_status()
+        cpu_before = proc_cpu_seconds(pid)
+        for _ in range(n):
+            for side in ("direct", "gateway"):
+                started = time.perf_counter()
+                clients[side].post(SMALL, content=body, headers=headers).raise_for_status()
+                times[side].append(time.perf_counter() - started)
+        cpu = proc_cpu_seconds(pid) - cpu_before
+        for _ in range(n):
+            for side in ("direct", "bare"):
+                started = time.perf_counter()
+                clients[side].post(SMALL, content=body, headers=headers).raise_for_status()
+                times[side].append(time.perf_counter() - started)
+    finally:
+        for client in clients.values():
+            client.close()
+    d, g, b = (statistics.median(times[side]) for side in ("direct", "gateway", "bare"))
+    rows = [
+        Row("keep-alive POST, median", "ms", ms(d), ms(g), "adds <= 2 ms", ms(g) - ms(d) <= 2.0),
+        Row("keep-alive POST, p99", "ms", ms(pct(times["direct"], 0.99)),
+            ms(pct(times["gateway"], 0.99))),
+        Row("keep-alive POST, median: bare mitmdump (no addon)", "ms", ms(d), ms(b)),
+        Row("keep-alive POST, median: cao addon alone (gateway - bare)", "ms", None,
+            ms(g) - ms(b), "<= 2 ms", ms(g) - ms(b) <= 2.0),
+    ]  # fmt: skip
+    return rows, cpu / n
+
+
+def bare_mitmdump(upstream_url: str, confdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """mitmdump in the same reverse mode as the gateway, without cao's addon."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mitmdump"), "-q",
+         "--mode", f"reverse:{upstream_url}@127.0.0.1:{port}",
+         "--set", f"confdir={confdir}", "--set", "flow_detail=0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/ready", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("bare mitmdump did not start")
+
+
+def read_stream(
+    client: httpx.Client, url: str, headers: dict[str, str], follow: bool = False
+) -> tuple[float, float, int, int]:
+    """(time to first event, time to last byte, events, status) for one SSE request."""
+    started = time.perf_counter()
+    first = None
+    events = 0
+    with client.stream("POST", url, content=b"{}", headers=headers) as response:
+        status = response.status_code
+        for chunk in response.iter_raw():
+            if first is None:
+                first = time.perf_counter() - started
+            events += chunk.count(b"\n\n")
+    return first or float("nan"), time.perf_counter() - started, events, status
+
+
+def sse_turns(direct_url: str, gateway_url: str, n: int, events: int) -> list[Row]:
+    headers = {"accept": "text/event-stream", "session-id": "bench-sse",
+               "chatgpt-account-id": "acct-a", "authorization": "Bearer bench"}  # fmt: skip
+    first: dict[str, list[float]] = {"direct": [], "gateway": []}
+    per_event: dict[str, list[float]] = {"direct": [], "gateway": []}
+    with httpx.Client(base_url=direct_url) as direct, httpx.Client(base_url=gateway_url) as gw:
+        for client in (direct, gw):
+            read_stream(client, MODEL, headers)
+        for _ in range(n):
+            for side, client in (("direct", direct), ("gateway", gw)):
+                ttfe, total, got, status = read_stream(client, MODEL, headers)
+                assert status == 200 and got >= events, (side, status, got)
+                first[side].append(ttfe)
+                per_event[side].append((total - ttfe) / (got - 1))
+    d, g = statistics.median(first["direct"]), statistics.median(first["gateway"])
+    return [
+        Row(f"SSE turn ({events} events), time to first event", "ms", ms(d), ms(g),
+            "adds <= 2 ms", ms(g) - ms(d) <= 2.0),
+        Row("SSE turn, per-event delay", "ms", ms(statistics.median(per_event["direct"])),
+            ms(statistics.median(per_event["gateway"]))),
+    ]  # fmt: skip
+
+
+def concurrent_streams(url: str, streams: int, per_stream: int, events: int) -> dict[str, Any]:
+    """`streams` clients at once, each reading `per_stream` SSE turns in a row."""
+    errors: list[str] = []
+    delivered = [0] * streams
+    headers = {"accept": "text/event-stream", "chatgpt-account-id": "acct-a",
+               "authorization": "Bearer bench"}  # fmt: skip
+
+    def client_loop(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for turn in range(per_stream):
+                try:
+                    _, _, got, status = read_stream(
+                        client, MODEL, {**headers, "session-id": f"c{index}-{turn}"}
+                    )
+                except httpx.HTTPError as e:
+                    errors.append(type(e).__name__)
+                    continue
+                if status != 200:
+                    errors.append(f"http {status}")
+                delivered[index] += got
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(streams)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    expected = streams * per_stream * (events + 4)  # + created, added, done, completed
+    return {
+        "seconds": elapsed,
+        "streams_per_second": streams * per_stream / elapsed,
+        "errors": len(errors),
+        "events_delivered": sum(delivered),
+        "events_expected": expected,
+    }
+
+
+def make_usable_again(gw: GatewayProcess, name: str) -> None:
+    """Lift the account's cooldown on disk, and wait until the gateway sees it usable (its own
+    state writes trail its answers by a few ms)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        (gw.data_dir / "cao-state.json").unlink(missing_ok=True)
+        accounts = httpx.get(gw.url + "/__cao/status").json()["accounts"]
+        if next(a for a in accounts if a["name"] == name)["status"] == "usable":
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"account {name} stayed unusable: {accounts}")
+
+
+def failover(upstream: FakeUpstream, gateways: dict[str, GatewayProcess], n: int) -> list[Row]:
+    """A answers the usage-limit 429, B streams: until B's first event, through the gateway
+    (both retry modes) against A's 429 plus B's first event, directly."""
+    upstream.defaults["acct-a"] = Answer("quota")
+    upstream.defaults["acct-b"] = Answer(events=5)
+    base = {"accept": "text/event-stream", "authorization": "Bearer bench"}
+    direct_times: list[float] = []
+    through: dict[str, list[float]] = {mode: [] for mode in gateways}
+    clients = {
+        mode: httpx.Client(base_url=gw.url, follow_redirects=True) for mode, gw in gateways.items()
+    }
+    with httpx.Client(base_url=upstream.url) as direct:
+        for i in range(n + 1):
+            started = time.perf_counter()
+            r = direct.post(MODEL, content=b"{}", headers={**base, "chatgpt-account-id": "acct-a"})
+            assert r.status_code == 429
+            limit = time.perf_counter() - started
+            ttfe, _, _, status = read_stream(
+                direct, MODEL, {**base, "chatgpt-account-id": "acct-b"}
+            )
+            assert status == 200
+            if i:
+                direct_times.append(limit + ttfe)
+            for mode, gw in gateways.items():
+                make_usable_again(gw, "a")
+                hits = len([r for r in upstream.model_requests() if r.account_id == "acct-a"])
+                ttfe, _, got, status = read_stream(
+                    clients[mode], MODEL, {**base, "session-id": f"fo-{mode}-{i}"}
+                )
+                assert status == 200 and got > 0, (mode, status)
+                after = len([r for r in upstream.model_requests() if r.account_id == "acct-a"])
+                assert after == hits + 1, "the gateway did not try account a first"
+                if i:
+                    through[mode].append(ttfe)
+    for client in clients.values():
+        client.close()
+    upstream.defaults.clear()
+    d = statistics.median(direct_times)
+    rows = []
+    for mode, values in through.items():
+        g = statistics.median(values)
+        target = "adds <= 5 ms" if mode == "redirect" else ""
+        ok = ms(g) - ms(d) <= 5.0 if mode == "redirect" else None
+        rows.append(Row(f"failover A 429 -> B first event ({mode})", "ms", ms(d), ms(g), target,
+                        ok))  # fmt: skip
+    return rows
+
+
+def wall_times(argv: list[str], env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       stdin=subprocess.DEVNULL, check=True)  # fmt: skip
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def cli_rows(root: Path, runs: int) -> list[Row]:
+    data = data_dir_with(root, [f"account{i:02d}" for i in range(20)])
+    env = cao_env(data)
+    python = wall_times([sys.executable, "-c", "pass"], env, runs)
+    rows = []
+    for args in (["list"], ["status", "--json"]):
+        t = wall_times([*CAO, *args], env, runs)
+        rows.append(Row(f"`cao {' '.join(args)}`, 20 accounts (direct = bare python)", "ms",
+                        ms(python), ms(t), "< 300 ms", ms(t) < 300))  # fmt: skip
+    return rows
+
+
+# A stand-in for Codex printing 20 MB: 1 KiB lines, as a TUI redraw would come.
+PRINTER = (
+    "import sys\n"
+    "chunk = b'x' * 1023 + b'\\n'\n"
+    "for _ in range(20 * 1024):\n"
+    "    sys.stdout.buffer.write(chunk)\n"
+    "sys.stdout.buffer.flush()\n"
+)
+
+
+def pty_read_all(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Run `argv` as the session leader of a fresh pty and read it to EOF: (seconds from the
+    first byte to the last, bytes). Start-up is left out: `cao list` measures that."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )  # fmt: skip
+    os.close(slave)
+    total = 0
+    first = None
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:
+            break
+        if not data:
+            break
+        if first is None:
+            first = time.perf_counter()
+        total += len(data)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    proc.wait(60)
+    os.close(master)
+    return elapsed, total
+
+
+def pty_relay(root: Path, runs: int) -> Row:
+    data = data_dir_with(root, ["a"])
+    printer = root / "print-20mb"
+    printer.write_text(f"#!{sys.executable}\n{PRINTER}")
+    printer.chmod(0o755)
+    env = {**cao_env(data), "TERM": "xterm"}
+    direct, relayed = [], []
+    size = 0
+    for _ in range(runs):
+        seconds, size = pty_read_all([str(printer)], env)
+        direct.append(size / seconds / 1e6)
+        seconds, got = pty_read_all([*CAO, "run", "--codex", str(printer)], env)
+        assert got >= size, (got, size)
+        relayed.append(got / seconds / 1e6)
+    d, g = statistics.median(direct), statistics.median(relayed)
+    return Row(f"`cao run` PTY relay, {size / 1e6:.0f} MB", "MB/s", d, g, ">= 50 % of direct",
+               g >= 0.5 * d)  # fmt: skip
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| measure | unit | direct | gateway / cao | added | ratio | target | met |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        met = "" if r.ok is None else ("yes" if r.ok else "**no**")
+        lines.append(
+            f"| {r.measure} | {r.unit} | {fmt(r.direct)} | {fmt(r.gateway)} | {fmt(r.added)} "
+            f"| {fmt(r.ratio)} | {r.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def step(name: str, fn: Callable[[], Any]) -> Any:
+    print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    return fn()
+
+
+def main() -> int:
+    quick = os.environ.get("CAO_BENCH_QUICK") == "1"  # a smoke run, for the test suite
+    n_post, n_sse, n_fail, runs = (30, 10, 5, 2) if quick else (400, 60, 40, 7)
+    streams, per_stream = (20, 2) if quick else (20, 10)
+    rows: list[Row] = []
+    raw: dict[str, Any] = {"machine": machine(), "started": time.time(), "quick": quick}
+    with tempfile.TemporaryDirectory(prefix="cao-bench-") as tmp:
+        root = Path(tmp)
+        upstream = FakeUpstream().start()
+        gateways = {
+            "redirect": GatewayProcess(data_dir_with(root / "redirect", ["a", "b"]), upstream.url),
+            "inline": GatewayProcess(
+                data_dir_with(root / "inline", ["a", "b"]), upstream.url, "--retry-mode", "inline"
+            ),
+        }
+        bare, bare_url = bare_mitmdump(upstream.url, root / "bare-confdir")
+        try:
+            for gw in gateways.values():
+                gw.start()
+            gw = gateways["redirect"]
+            pid = gateway_pid(gw)
+            time.sleep(0.5)
+            raw["rss_idle_mib"] = proc_rss_mib(pid)
+            post_rows, cpu_per_request = step(
+                "keep-alive POST",
+                lambda: keepalive_post(upstream.url, gw.url, bare_url, n_post, pid),
+            )
+            rows += post_rows
+            upstream.defaults[None] = Answer(events=50)
+            rows += step("SSE turns", lambda: sse_turns(upstream.url, gw.url, n_sse, 50))
+            conc: dict[str, Any] = {}
+            for side, url in (("direct", upstream.url), ("gateway", gw.url)):
+                conc[side] = step(
+                    f"{streams} concurrent streams, {side}",
+                    lambda url=url: concurrent_streams(url, streams, per_stream, 50),
+                )
+            upstream.defaults.clear()
+            raw["concurrent"] = conc
+            errors = conc["gateway"]["errors"]
+            complete = conc["gateway"]["events_delivered"] == conc["gateway"]["events_expected"]
+            rows.append(Row(f"{streams} concurrent SSE streams, throughput", "streams/s",
+                            conc["direct"]["streams_per_second"],
+                            conc["gateway"]["streams_per_second"],
+                            "no errors, all events", errors == 0 and complete))  # fmt: skip
+            rows += step("failover", lambda: failover(upstream, gateways, n_fail))
+            peak = proc_rss_mib(pid, "VmHWM")
+            raw["rss_after_mib"] = proc_rss_mib(pid)
+            raw["rss_peak_mib"] = peak
+            raw["cpu_ms_per_request"] = ms(cpu_per_request)
+            rows.append(Row("gateway RSS idle", "MiB", None, raw["rss_idle_mib"], "< 100 MiB",
+                            raw["rss_idle_mib"] < 100))  # fmt: skip
+            rows.append(Row("gateway RSS peak", "MiB", None, peak, "< 100 MiB", peak < 100))
+            rows.append(Row("gateway CPU per request", "ms", None, raw["cpu_ms_per_request"]))
+        finally:
+            for gw in gateways.values():
+                gw.stop()
+            bare.terminate()
+            bare.wait(10)
+            upstream.stop()
+        rows += step("cao list / status", lambda: cli_rows(root / "cli", runs))
+        rows.append(step("cao run PTY relay", lambda: pty_relay(root / "pty", max(3, runs // 2))))
+    raw["rows"] = [{**asdict(r), "added": r.added, "ratio": r.ratio} for r in rows]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / time.strftime("bench-%Y%m%d-%H%M%S.json")
+    out.write_text(json.dumps(raw, indent=2) + "\n")
+    print(f"\nMachine: {raw['machine']}\n")
+    print(table(rows))
+    print(f"\nraw numbers: {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
