@@ -25,6 +25,7 @@ from .base import (
     print_json,
     say,
     store_of,
+    text_table,
     warn,
     window_label,
 )
@@ -193,19 +194,14 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if not views:
         say("no accounts yet: add one with `cao add NAME`")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("", "name", "status", "email", "plan", "token expires", "usage"):
-        table.add_column(column)
+    rows = []
     for v in views:
         usage = "  ".join(
             f"{window_label(m)} {w.used_percent:.0f}%"
             for m, w in sorted(v.state.current_usage(now).items(), key=lambda kv: int(kv[0]))
         )
         expiry = human_until(v.auth.expires_at, now) if v.auth.expires_at else "-"
-        table.add_row(
+        rows.append([
             "*" if v.is_default else "",
             v.name,
             _status_text(v, now),
@@ -213,8 +209,10 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             v.auth.plan_type or "-",
             expiry if v.auth.state is LoginState.LOGGED_IN else "-",
             usage or "-",
-        )
-    Console().print(table)
+        ])  # fmt: skip
+    # Plain aligned columns: rich's Table would double this command's run time (~150 ms).
+    header = ["", "name", "status", "email", "plan", "token expires", "usage"]
+    sys.stdout.write(text_table(header, rows))
 
 
 @app.command()

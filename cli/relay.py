@@ -35,6 +35,9 @@ class OutputTail:
         self.buffer = bytearray()
 
     def feed(self, data: bytes) -> None:
+        if len(data) >= self.limit:
+            self.buffer = bytearray(data[-self.limit :])
+            return
         self.buffer += data
         if len(self.buffer) > 2 * self.limit:
             del self.buffer[: -self.limit]

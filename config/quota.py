@@ -59,7 +59,7 @@ def usage_windows(headers: Mapping[str, str]) -> dict[str, tuple[float, float | 
     for name in WINDOWS:
         used = _number(headers.get(f"x-codex-{name}-used-percent"))
         minutes = _number(headers.get(f"x-codex-{name}-window-minutes"))
-        if used is None or minutes is None or minutes <= 0 or minutes > 10**6:
+        if used is None or minutes is None or not 1 <= minutes <= 10**6:
             continue
         reset = _number(headers.get(f"x-codex-{name}-reset-at"))
         windows[str(int(minutes))] = (max(0.0, min(used, 100.0)), reset)

@@ -122,7 +122,8 @@ def test_100_concurrent_streams_for_30_seconds(accounts: Path, upstream: FakeUps
                 await asyncio.gather(*(client(i, http, until) for i in range(LOAD_CLIENTS)))
 
         asyncio.run(load())
-        assert errors == [] and len(done) > LOAD_CLIENTS, (errors[:5], len(done))
+        problems = [line for line in gw.lines if " 502 " in line or "error" in line]
+        assert errors == [] and len(done) > LOAD_CLIENTS, (errors[:5], len(done), problems[:5])
         assert len(set(done)) == LOAD_CLIENTS  # every client got through
         # Connections closed: file descriptors back to idle; memory back near idle.
         assert settle(lambda: open_fds(gw.pid), idle_fds + 2) <= idle_fds + 2

@@ -159,7 +159,7 @@ class FakeUpstream:
         class Handler(_Handler):
             fake = upstream
 
-        server = ThreadingHTTPServer((self.host, port), Handler)
+        server = _Server((self.host, port), Handler)
         server.daemon_threads = True
         if self.tls is not None:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
@@ -172,6 +172,10 @@ class FakeUpstream:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 refuses connections under a 100-stream load
 
 
 class _Handler(BaseHTTPRequestHandler):
