@@ -48,10 +48,39 @@ class Startup:
         )
 
 
+# mitmdump's built-in addons that a gateway never uses (replay, rewriting, saving, printing
+# flows...). mitmproxy dispatches every hook of every request to every addon in its chain, used
+# or not, which is most of its cost per request: the gateway drops these once it runs.
+# (clientplayback stays: its `done` is async, which remove() cannot call.)
+UNUSED_BUILTINS = (
+    "browser", "stripdnshttpsrecords", "blocklist", "anticache", "anticomp",
+    "commandhistory", "comment", "cut", "disableh2c", "export", "onboarding", "proxyauth",
+    "serverplayback", "mapremote", "maplocal", "modifybody", "modifyheaders", "stickyauth",
+    "stickycookie", "save", "savehar", "upstreamauth", "updatealtsvc", "dumper", "readfilestdin",
+)  # fmt: skip
+
+
+class UnusedBuiltins:
+    """Removes UNUSED_BUILTINS from mitmdump (not from mitmweb, whose UI may call on them)."""
+
+    def running(self) -> None:
+        manager = ctx.master.addons
+        if manager.get("view") is not None:  # mitmweb
+            return
+        removed = []
+        for name in UNUSED_BUILTINS:
+            addon = manager.get(name)
+            if addon is not None:
+                manager.remove(addon)
+                removed.append(name)
+        log.debug("dropped %d unused mitmproxy addons: %s", len(removed), ", ".join(removed))
+
+
 def make_addons() -> list[object]:
     gateway = Gateway()
     return [
         gateway,
+        UnusedBuiltins(),
         Startup(gateway),
         StatusEndpoint(gateway),
         WebSocketRefusal(),
