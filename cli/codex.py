@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,6 +45,8 @@ def codex_env(home: Path, base: Mapping[str, str] = os.environ) -> dict[str, str
 
 def run_login(codex: Path, home: Path, device_auth: bool) -> int:
     """`codex login` in the account's home, on the user's terminal."""
+    import subprocess  # not at the top: most commands never start a process
+
     args = [str(codex), "login"] + (["--device-auth"] if device_auth else [])
     try:
         return subprocess.call(args, env=codex_env(home))

@@ -14,13 +14,15 @@ import os
 import pty
 import select
 import signal
-import subprocess
 import sys
 import termios
 import tty
 from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 TAIL_BYTES = 16 * 1024
 CHUNK = 64 * 1024
@@ -207,6 +209,8 @@ def _cooked(mode: list[Any]) -> list[Any]:
 
 
 def run_on_pipes(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+    import subprocess  # ~10 ms to import; only this path needs it
+
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -6,7 +6,6 @@ import os
 import re
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +28,8 @@ SETTINGS_FILE = "cao.toml"  # in the data dir
 
 def extra_quota_patterns(store: Store) -> list[re.Pattern[str]]:
     """compile_patterns() plus `[run] quota_patterns` from <data dir>/cao.toml."""
+    import tomllib  # only `cao run` reads cao.toml
+
     path = store.data_dir / SETTINGS_FILE
     extra: list[str] = []
     if path.exists():

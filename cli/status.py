@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -329,6 +328,8 @@ def check_codex() -> Check:
         codex = find_codex()
     except CaoError:
         return Check(Level.ERROR, "codex not found on PATH", CODEX_INSTALL)
+    import subprocess  # only the doctor starts a process
+
     try:
         out = subprocess.run(
             [str(codex), "--version"], capture_output=True, text=True, timeout=15,
