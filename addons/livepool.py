@@ -22,7 +22,7 @@ Fingerprint = tuple[int, int, int] | None
 Mutation = Callable[[PoolState], object]
 
 
-def _fingerprint(path: Path) -> Fingerprint:
+def _fingerprint(path: str | Path) -> Fingerprint:
     try:
         st = os.stat(path)
     except OSError:
@@ -49,12 +49,16 @@ class LivePool(AccountPool):
         self._pending: list[Mutation] = []  # applied in memory, not yet on disk
         self._pending_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cao-state")
+        # Plain strings, built once: views() stats these on every request.
+        self._registry_file = os.fspath(store.registry_path)
+        self._state_file = os.fspath(store.state_path)
+        self._auth_files: dict[str, str] = {}
 
     def accounts(self) -> list[AccountView]:
         return self.views()
 
     def views(self) -> list[AccountView]:
-        files = (_fingerprint(self.store.registry_path), _fingerprint(self.store.state_path))
+        files = (_fingerprint(self._registry_file), _fingerprint(self._state_file))
         changed = self._stale
         self._stale = False
         if files != self._files:
@@ -62,11 +66,10 @@ class LivePool(AccountPool):
             self._files = files
             self._reload()
         for name in self._registry.accounts:
-            path = self.store.data_dir / name / AUTH_FILE
-            print_ = _fingerprint(path)
+            print_ = _fingerprint(self._auth_file(name))
             cached = self._auth.get(name)
             if cached is None or cached[0] != print_:
-                self._auth[name] = (print_, read_auth(path.parent))
+                self._auth[name] = (print_, read_auth(self.store.data_dir / name))
                 changed = True
         if changed:
             self._views = [
@@ -80,6 +83,12 @@ class LivePool(AccountPool):
                 for name in self._registry.fallback_order()
             ]
         return self._views
+
+    def _auth_file(self, name: str) -> str:
+        path = self._auth_files.get(name)
+        if path is None:
+            path = self._auth_files[name] = os.fspath(self.store.data_dir / name / AUTH_FILE)
+        return path
 
     def _reload(self) -> None:
         registry, state = self.store.load_registry(), self.store.load_state()

@@ -104,12 +104,12 @@ class QuotaRetry:
                 break
             name = choice.account.name
             try:
-                await self.gateway.fresh_auth(name)
+                auth = await self.gateway.fresh_auth(name)
             except RefreshFailed:
                 continue
             self.gateway.assign(conversation, choice)
             meta["account"] = name
-            token = self.gateway.access_token(name)
+            token = auth.access_token or ""
             response = await self.resend(flow, choice.account, token)
             self.gateway.usage.record(name, response.headers)
             if is_unauthorized(response):

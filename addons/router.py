@@ -71,13 +71,14 @@ class AccountRouter:
         conversation = conversation_id(request.headers)
         continuation = is_continuation(request.headers)
         choice = self.gateway.choose(conversation, continuation)
+        auth = None
         while choice.account is not None:
             try:
-                await self.gateway.fresh_auth(choice.account.name)
+                auth = await self.gateway.fresh_auth(choice.account.name)
                 break
             except RefreshFailed:  # the account is marked now; the next one is tried
                 choice = self.gateway.choose(conversation, continuation)
-        if choice.account is None:
+        if choice.account is None or auth is None:
             now = time.time()
             resets_at = self.gateway.live.earliest_reset(now) or now + self.gateway.cooldown
             flow.response = http.Response.make(429, usage_limit_body(resets_at, now), JSON)
@@ -90,7 +91,7 @@ class AccountRouter:
         name = choice.account.name
         meta["account"] = name
         meta["conversation"] = conversation
-        token = self.gateway.access_token(name)
+        token = auth.access_token or ""
         meta["token"] = token_fingerprint(token)  # to tell later whether it was rotated
         set_secret_header(request.headers, "authorization", f"Bearer {token}")
         if choice.account.auth.account_id:
