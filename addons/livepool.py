@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -20,6 +22,9 @@ log = logging.getLogger("cao.gateway")
 
 Fingerprint = tuple[int, int, int] | None
 Mutation = Callable[[PoolState], object]
+# A burst of changes (a usage limit, then the switch it causes) becomes one write, made after
+# the re-sent request is on its way.
+WRITE_DELAY = 0.05
 
 
 def _fingerprint(path: str | Path) -> Fingerprint:
@@ -35,8 +40,8 @@ class LivePool(AccountPool):
     per request), so accounts added or logged in while the gateway runs are used at once.
 
     A state change takes effect in memory at once and is written to disk (lock, fsync, rename:
-    ~5 ms) by one background thread, in order: a usage limit never stalls the event loop, and
-    so never the other streams."""
+    ~5 ms) by one background thread, in order, WRITE_DELAY later: a usage limit never stalls the
+    event loop, and so never the other streams."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
@@ -49,6 +54,7 @@ class LivePool(AccountPool):
         self._pending: list[Mutation] = []  # applied in memory, not yet on disk
         self._pending_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cao-state")
+        self._write_scheduled = False
         # Plain strings, built once: views() stats these on every request.
         self._registry_file = os.fspath(store.registry_path)
         self._state_file = os.fspath(store.state_path)
@@ -117,24 +123,49 @@ class LivePool(AccountPool):
         self._stale = True
         with self._pending_lock:
             self._pending.append(mutate)
-        self._writer.submit(self._write, mutate)
-
-    def _write(self, mutate: Mutation) -> None:
+        if self._write_scheduled:
+            return
+        self._write_scheduled = True
         try:
-            self.store.update_state(mutate)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not inside mitmproxy's loop (tests): write now
+            self._submit_write()
+        else:
+            loop.call_later(WRITE_DELAY, self._submit_write)
+
+    def _submit_write(self) -> None:
+        self._write_scheduled = False
+        with contextlib.suppress(RuntimeError):  # the writer is already shut down
+            self._writer.submit(self._write_pending)
+
+    def _write_pending(self) -> None:
+        """One locked read-modify-write for every change made since the last one, in order."""
+        with self._pending_lock:
+            batch = list(self._pending)
+        if not batch:
+            return
+
+        def apply(state: PoolState) -> None:
+            for mutate in batch:
+                mutate(state)
+
+        try:
+            self.store.update_state(apply)
         except Exception as e:  # a lock timeout or a full disk must not kill the writer
             log.warning("could not save the pool state: %s", e)
         finally:
             with self._pending_lock:
-                self._pending.remove(mutate)
+                del self._pending[: len(batch)]  # only this thread removes: the batch leads
             self._files = None  # what is on disk is the truth again: re-read it on next use
 
     def wait_written(self) -> None:
         """Block until every state change made so far is on disk."""
-        self._writer.submit(lambda: None).result()
+        self._writer.submit(self._write_pending).result()
 
     def flush(self) -> None:
         """Write what is pending and stop the writer (at shutdown)."""
+        with contextlib.suppress(RuntimeError):
+            self._writer.submit(self._write_pending)
         self._writer.shutdown(wait=True)
 
     def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
