@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.helpers import REPO, auth_document
+from tests.helpers import REPO, assert_no_secret, auth_document
 
 CODEX_VERSION = "0.169.0"
 USER_ACCOUNT = "acct-user"  # the account of Codex's own login (~/.codex in real life)
@@ -76,7 +76,7 @@ def run_codex(
     timeout: float = 60,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    result = subprocess.run(
         command,
         env={**(env or os.environ), "CODEX_HOME": str(home)},
         cwd=cwd,
@@ -85,3 +85,6 @@ def run_codex(
         text=True,
         timeout=timeout,
     )
+    # Codex never sees a pool token: what it prints holds none.
+    assert_no_secret(result.stdout + result.stderr, "codex's output")
+    return result

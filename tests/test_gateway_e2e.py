@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import time
@@ -391,6 +392,9 @@ def test_client_disconnect_mid_stream_closes_upstream(
 ) -> None:
     upstream.defaults[None] = Answer(events=40, delay=0.1)
     gw = start_gateway()
+    with httpx.Client(base_url=gw.url) as client:
+        turn(client)  # every lazy part loaded
+    idle_fds = len(os.listdir(f"/proc/{gw.pid}/fd"))
     with (
         httpx.Client(base_url=gw.url) as client,
         client.stream("POST", MODEL, content=b"{}", headers={"session-id": "s"}) as response,
@@ -400,6 +404,10 @@ def test_client_disconnect_mid_stream_closes_upstream(
     while upstream.closed_early == 0 and time.time() < deadline:
         time.sleep(0.05)
     assert upstream.closed_early == 1 and upstream.open_streams == 0
+    # Both of the stream's connections are gone: nothing leaks.
+    while len(os.listdir(f"/proc/{gw.pid}/fd")) > idle_fds and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(f"/proc/{gw.pid}/fd")) <= idle_fds
     # The gateway carries on.
     with httpx.Client(base_url=gw.url) as client:
         upstream.defaults[None] = Answer()

@@ -43,6 +43,7 @@ from tests.gateway_proc import GatewayProcess
 from tests.helpers import (
     ISSUED_SECRETS,
     assert_no_secret,
+    assert_private,
     wait_for_state,
     write_account,
 )
@@ -362,6 +363,7 @@ def test_cli_arguments_never_traceback(
     if code == 2:
         assert err.getvalue().startswith("cao: error:"), err.getvalue()
     assert_no_secret(out.getvalue() + err.getvalue(), f"cao {command} {args}")
+    assert_private(root / "data")
 
 
 # -- security ------------------------------------------------------------------------------------
