@@ -21,7 +21,7 @@ from cao.config.store import Store
 
 from .base import JsonFlag, app, human_until, local_time, print_json, store_of, window_label
 from .codex import CODEX_INSTALL, find_codex
-from .gateway import fetch_status, origin
+from .gateway import BinDir, fetch_status, origin
 from .shim import default_bin_dir, path_problem, shim_gateway
 
 STATUS_VERSION = 1  # of the --json document; bumped only when a field changes meaning
@@ -176,7 +176,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     for a in report["accounts"]:
         lines.append(
             f"| {'*' if a['default'] else ''} | {a['name']} | {a['email'] or '-'} "
-            f"| {a['plan'] or '-'} | {_status_words(a, now)} | {_window_cell(a, 300, now)} "
+            f"| {a['plan'] or '-'} | {_status_words(a)} | {_window_cell(a, 300, now)} "
             f"| {_window_cell(a, 10080, now)} |"
         )
     if report["switches"]:
@@ -191,7 +191,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def _status_words(account: dict[str, Any], now: float) -> str:
+def _status_words(account: dict[str, Any]) -> str:
     status = account["status"]
     if status == Availability.COOLING and account["cooling_until"]:
         return f"cooling until {local_time(account['cooling_until'])} ({account['cooling_reason']})"
@@ -235,7 +235,7 @@ def compact_lines(document: dict[str, Any]) -> list[str]:
     now = document["generated_at"]
     lines = [_header_words(document)]
     for a in document["accounts"]:
-        parts = [_status_words(a, now), *(_window_words(w, now) for w in a["windows"])]
+        parts = [_status_words(a), *(_window_words(w, now) for w in a["windows"])]
         if token := _token_words(a, now):
             parts.append(token)
         lines.append(f"{'*' if a['default'] else ' '} {a['name']}: " + ", ".join(parts))
@@ -275,7 +275,7 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
             f"[bold]{'*' if a['default'] else ' '} {escape(a['name'])}[/]",
             escape(a["email"] or "-"),
             escape(a["plan"] or "-"),
-            f"[{colour}]{escape(_status_words(a, now))}[/]",
+            f"[{colour}]{escape(_status_words(a))}[/]",
         ]
         if token := _token_words(a, now):
             head.append(f"[dim]{token}[/]")
@@ -472,9 +472,7 @@ def status(
         str | None,
         typer.Option(help="Gateway URL to ask [default: the shim's, else http://127.0.0.1:4319]."),
     ] = None,
-    bin_dir: Annotated[
-        Path | None, typer.Option("--bin-dir", help="Where the codex shim lives [~/.local/bin].")
-    ] = None,
+    bin_dir: BinDir = None,
 ) -> None:
     """Every account's usage windows, health and reset times, and whether the gateway is up."""
     if sum([as_json, compact, pretty or full, report is not None]) > 1:
