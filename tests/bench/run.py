@@ -485,7 +485,7 @@ def main() -> int:
             bare.wait(10)
             upstream.stop()
         rows += step("cao list / status", lambda: cli_rows(root / "cli", runs))
-        rows.append(step("cao run PTY relay", lambda: pty_relay(root / "pty", max(3, runs // 2))))
+        rows.append(step("cao run PTY relay", lambda: pty_relay(root / "pty", max(3, runs))))
     raw["rows"] = [{**asdict(r), "added": r.added, "ratio": r.ratio} for r in rows]
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("bench-%Y%m%d-%H%M%S.json")
