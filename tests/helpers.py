@@ -183,6 +183,7 @@ class Terminal:
         cols: int = 80,
         command: str = "run",
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.master, slave = os.openpty()
         self.resize(rows, cols)
@@ -192,6 +193,7 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             env={**(env or cao_env(data_dir)), "TERM": "xterm"},
+            cwd=cwd,
             start_new_session=True,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )

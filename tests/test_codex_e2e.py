@@ -3,7 +3,11 @@ writes. A usage limit on account a must never reach Codex: the turn completes on
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from tests.codex_harness import EXEC_ARGS, codex_binary, make_user_home, run_codex
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
-from tests.helpers import cao_env, run_cao, write_account
+from tests.helpers import Terminal, cao_env, run_cao, write_account
 
 pytestmark = pytest.mark.codex
 
@@ -142,3 +146,58 @@ def test_cao_run_falls_back_with_the_real_codex(
     assert "account a hit its usage limit" in result.stderr
     assert "hello from acct-b" in result.stdout
     assert [r.account_id for r in upstream.model_requests()] == ["acct-a", "acct-b"]
+
+
+def stop_codex_daemons(homes: list[Path]) -> None:
+    """The Codex TUI starts an app-server daemon in its CODEX_HOME that outlives it: stop it."""
+    for home in homes:
+        subprocess.run(
+            [str(codex_binary()), "app-server", "daemon", "stop"],
+            env={**os.environ, "CODEX_HOME": str(home)},
+            capture_output=True,
+            timeout=30,
+        )
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if any(str(home).encode() in cmdline for home in homes):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def test_cao_run_relays_the_real_codex_tui(
+    data_dir: Path, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The interactive Codex TUI on cao's pseudo-terminal: it draws, takes keys, runs a turn
+    against the fake backend, and quits on Ctrl-C."""
+    from tests.codex_harness import client_config
+
+    config = (
+        f'openai_base_url = "{upstream.url}/backend-api/codex"\n'
+        'cli_auth_credentials_store = "file"\nforced_login_method = "chatgpt"\n'
+        + client_config(upstream)
+    )
+    upstream.wham_account_id = None
+    homes = [write_account(data_dir, name) for name in ("a", "b")]
+    for home in homes:
+        (home / "config.toml").write_text(config)
+    work = tmp_path / "work"
+    work.mkdir()
+    term = Terminal(data_dir, "--codex", str(codex_binary()), rows=30, cols=100, cwd=work)
+    try:
+        term.expect("Ask Codex to do anything", timeout=60)
+        term.send(b"say hi")
+        time.sleep(0.5)
+        term.send(b"\r")
+        # The answer streams in word by word ("hello from acct-a part1 part2"), drawn at
+        # cursor positions: its words arrive, apart.
+        term.expect("part2", timeout=60)
+        assert b"acct-a" in term.output
+        for _ in range(3):  # Codex quits on a second Ctrl-C
+            term.send(b"\x03")
+            time.sleep(0.5)
+        assert term.proc.wait(30) in (0, 130)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        stop_codex_daemons(homes)
+    assert {r.account_id for r in upstream.model_requests()} == {"acct-a"}
