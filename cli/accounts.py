@@ -29,7 +29,7 @@ from .base import (
     warn,
     window_label,
 )
-from .codex import find_codex, run_login
+from .codex import find_codex, run_login, stop_app_server
 
 
 @app.command()
@@ -236,6 +236,7 @@ def remove(
     new_default = store.update_registry(drop)
     store.update_state(lambda s: s.accounts.pop(name, None))
     if not keep_files:
+        stop_app_server(store.home(name))
         store.delete_home(name)
     say(f"removed {name}" + (" (files kept)" if keep_files else ""))
     if new_default:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,26 @@ def find_codex(explicit: Path | None = None, env: Mapping[str, str] = os.environ
 
 def codex_env(home: Path, base: Mapping[str, str] = os.environ) -> dict[str, str]:
     return {**base, "CODEX_HOME": str(home)}
+
+
+def stop_app_server(home: Path) -> None:
+    """The Codex TUI leaves an app-server daemon running from its CODEX_HOME (Codex 0.169):
+    stop it before that home is deleted. Best effort: no codex, no daemon, nothing to do."""
+    if not (home / "app-server-control").exists():
+        return
+    import subprocess
+
+    try:
+        codex = find_codex()
+    except CaoError:
+        codex = home / "packages" / "app-server-daemon" / "current" / "bin" / "codex"
+        if not codex.exists():
+            return
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [str(codex), "app-server", "daemon", "stop"], env=codex_env(home),
+            capture_output=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
 
 
 def run_login(codex: Path, home: Path, device_auth: bool) -> int:

@@ -152,6 +152,20 @@ def test_remove_default_and_keep_files(data_dir: Path) -> None:
     assert run_cao(data_dir, "remove", "zzz").returncode == 1
 
 
+def test_remove_stops_the_codex_daemon_of_the_home(
+    data_dir: Path, tmp_path: Path, fake_codex_path: Path
+) -> None:
+    write_account(data_dir, "a")
+    (data_dir / "a" / "app-server-control").mkdir()  # a Codex TUI ran here
+    log = tmp_path / "codex.log"
+    env = cao_env(data_dir, PATH=f"{fake_codex_path}:/usr/bin:/bin", FAKE_CODEX_LOG=str(log))
+    assert run_cao(data_dir, "remove", "a", env=env).returncode == 0
+    [call] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert call["args"] == ["app-server", "daemon", "stop"]
+    assert call["codex_home"] == str(data_dir / "a")
+    assert not (data_dir / "a").exists()
+
+
 def test_remove_never_follows_a_symlinked_home(data_dir: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
