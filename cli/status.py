@@ -392,7 +392,9 @@ def check_shim(document: dict[str, Any], bin_dir: Path) -> list[Check]:
     if not shim["enabled"]:
         return [Check(Level.OK, "codex shim not enabled (Codex talks to ChatGPT directly)")]
     checks = []
-    if not gw["running"] and shim["url"] == gw["url"]:
+    # The gateway asked may be another one (--url): what matters is the one the shim uses.
+    answers = gw["running"] if shim["url"] == gw["url"] else gateway_info(shim["url"])["running"]
+    if not answers:
         checks.append(Check(
             Level.ERROR,
             f"the codex shim routes Codex to {shim['url']} but no gateway answers there: Codex "

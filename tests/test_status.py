@@ -246,6 +246,9 @@ def test_doctor_shim_without_gateway_and_path_order(world: dict[str, Any]) -> No
         "would fail"
     )
     assert found[message] == ("error", "cao gateway start   (or `cao gateway disable`)")
+    # Asking another gateway (--url) does not hide that the shim's has none.
+    r = status(world, "--doctor", "--json", "--url", "http://127.0.0.1:1")
+    assert r.returncode == 2 and message in r.stdout
     doc = json.loads(status(world, "--json").stdout)
     assert doc["shim"]["enabled"] and doc["shim"]["url"] == "http://127.0.0.1:9"
     assert doc["gateway"]["url"] == "http://127.0.0.1:9"  # the URL the shim uses is the one asked
