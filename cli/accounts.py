@@ -13,7 +13,7 @@ import typer
 from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
-from cao.config.pool import AccountPool, AccountView, Availability, account_summary
+from cao.config.pool import AccountPool, account_summary
 
 from .base import (
     AccountName,
@@ -21,9 +21,9 @@ from .base import (
     account_name,
     app,
     human_until,
-    local_time,
     print_json,
     say,
+    status_words,
     store_of,
     text_table,
     warn,
@@ -170,19 +170,6 @@ def switch(ctx: typer.Context) -> None:
     use(ctx, choice)
 
 
-def _status_text(view: AccountView, now: float) -> str:
-    availability = view.availability(now)
-    if availability is Availability.COOLING and view.state.cooling_until:
-        return f"cooling until {local_time(view.state.cooling_until)}"
-    if availability is Availability.NEEDS_LOGIN:
-        return f"needs login: run `cao add {view.name}`"
-    if availability is Availability.NOT_LOGGED_IN:
-        return f"not logged in: run `cao add {view.name}`"
-    if availability is Availability.UNREADABLE:
-        return f"unreadable auth.json ({view.auth.problem})"
-    return "usable"
-
-
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List accounts in fallback order: login, email, plan, token expiry, usage."""
@@ -204,7 +191,7 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         rows.append([
             "*" if v.is_default else "",
             v.name,
-            _status_text(v, now),
+            status_words(account_summary(v, now), now),
             v.auth.email or "-",
             v.auth.plan_type or "-",
             expiry if v.auth.state is LoginState.LOGGED_IN else "-",

@@ -137,6 +137,21 @@ def window_label(minutes: str | int) -> str:
     return f"{m}m"
 
 
+def status_words(account: dict[str, Any], now: float) -> str:
+    """An account's state for humans, from its `account_summary` (cao list, cao status, cao
+    gateway status, whose document may come from another cao version: hence .get)."""
+    status, until, fix = account.get("status"), account.get("cooling_until"), account.get("fix")
+    if status == "cooling" and until:
+        return f"cooling until {local_time(until)} ({account.get('cooling_reason')})"
+    if fix:
+        problem = f" ({account['problem']})" if account.get("problem") else ""
+        return f"{status}{problem}: run `{fix}`"
+    expires = account.get("token_expires_at")
+    if expires is not None and expires <= now:
+        return "usable (token expired, refreshed on use)"
+    return str(status)
+
+
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, two spaces apart; no trailing blanks."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

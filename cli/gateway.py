@@ -23,7 +23,7 @@ from cao.config.files import ensure_private_dir
 from cao.config.pool import AccountPool
 from cao.config.store import Store
 
-from .base import JsonFlag, gateway_app, local_time, print_json, say, store_of, warn
+from .base import JsonFlag, gateway_app, print_json, say, status_words, store_of, warn
 from .codex import find_codex
 from .shim import default_bin_dir, install_shim, path_problem, remove_shim
 
@@ -266,12 +266,7 @@ def status(
     )
     for account in document.get("accounts", []):
         marker = "*" if account.get("default") else " "
-        line = f"  {marker} {account.get('name')}: {account.get('status')}"
-        if account.get("cooling_until"):
-            line += f" until {local_time(account['cooling_until'])}"
-        if account.get("fix"):
-            line += f" (run `{account['fix']}`)"
-        say(line)
+        say(f"  {marker} {account.get('name')}: {status_words(account, time.time())}")
 
 
 BinDir = Annotated[

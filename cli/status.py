@@ -19,7 +19,16 @@ from cao.config.pool import AccountPool, AccountView, Availability, account_summ
 from cao.config.state import AccountState, Switch
 from cao.config.store import Store
 
-from .base import JsonFlag, app, human_until, local_time, print_json, store_of, window_label
+from .base import (
+    JsonFlag,
+    app,
+    human_until,
+    local_time,
+    print_json,
+    status_words,
+    store_of,
+    window_label,
+)
 from .codex import CODEX_INSTALL, find_codex
 from .gateway import BinDir, fetch_status, origin
 from .shim import default_bin_dir, path_problem, shim_gateway
@@ -176,7 +185,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     for a in report["accounts"]:
         lines.append(
             f"| {'*' if a['default'] else ''} | {a['name']} | {a['email'] or '-'} "
-            f"| {a['plan'] or '-'} | {_status_words(a)} | {_window_cell(a, 300, now)} "
+            f"| {a['plan'] or '-'} | {status_words(a, now)} | {_window_cell(a, 300, now)} "
             f"| {_window_cell(a, 10080, now)} |"
         )
     if report["switches"]:
@@ -189,17 +198,6 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 # -- rendering ------------------------------------------------------------------------------------
-
-
-def _status_words(account: dict[str, Any]) -> str:
-    status = account["status"]
-    if status == Availability.COOLING and account["cooling_until"]:
-        return f"cooling until {local_time(account['cooling_until'])} ({account['cooling_reason']})"
-    if account["fix"]:
-        return f"{status}: run `{account['fix']}`"
-    if account["token_expired"]:
-        return "usable (token expired, refreshed on use)"
-    return str(status)
 
 
 def _token_words(account: dict[str, Any], now: float) -> str | None:
@@ -235,7 +233,7 @@ def compact_lines(document: dict[str, Any]) -> list[str]:
     now = document["generated_at"]
     lines = [_header_words(document)]
     for a in document["accounts"]:
-        parts = [_status_words(a), *(_window_words(w, now) for w in a["windows"])]
+        parts = [status_words(a, now), *(_window_words(w, now) for w in a["windows"])]
         if token := _token_words(a, now):
             parts.append(token)
         lines.append(f"{'*' if a['default'] else ' '} {a['name']}: " + ", ".join(parts))
@@ -275,7 +273,7 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
             f"[bold]{'*' if a['default'] else ' '} {escape(a['name'])}[/]",
             escape(a["email"] or "-"),
             escape(a["plan"] or "-"),
-            f"[{colour}]{escape(_status_words(a))}[/]",
+            f"[{colour}]{escape(status_words(a, now))}[/]",
         ]
         if token := _token_words(a, now):
             head.append(f"[dim]{token}[/]")
