@@ -15,7 +15,13 @@ import typer
 from cao.config import defaults
 from cao.config.auth import AUTH_FILE
 from cao.config.errors import CaoError, InvalidInput
-from cao.config.pool import AccountPool, AccountView, Availability, account_summary
+from cao.config.pool import (
+    AccountPool,
+    AccountView,
+    Availability,
+    account_summary,
+    earliest_reset,
+)
 from cao.config.state import AccountState, Switch
 from cao.config.store import Store
 
@@ -120,7 +126,6 @@ def status_document(
     shim = shim_info(bin_dir)
     url = gateway_url or shim.url or defaults.gateway_url()
     usable = [v for v in views if v.usable(now)]
-    resets = [v.state.cooling_until for v in views if v.state.cooling(now)]
     return {
         "version": STATUS_VERSION,
         "generated_at": now,
@@ -130,7 +135,7 @@ def status_document(
         "summary": {
             "accounts": len(views),
             "usable": len(usable),
-            "next_reset": min((r for r in resets if r is not None), default=None),
+            "next_reset": earliest_reset(views, now),
         },
         "accounts": [account_status(v, now) for v in views],
         "switches": [switch_entry(s) for s in reversed(switches)],  # newest first
@@ -159,14 +164,17 @@ def report_document(document: dict[str, Any]) -> dict[str, Any]:
             "accounts": accounts}  # fmt: skip
 
 
+def _usage_words(w: dict[str, Any], now: float) -> str:
+    """One window: "60% (resets in 2h14m)", or "reset" once it is past its reset."""
+    if w["reset"]:
+        return "reset"
+    when = f" (resets {human_until(w['resets_at'], now)})" if w["resets_at"] else ""
+    return f"{w['used_percent']:.0f}%{when}"
+
+
 def _window_cell(account: dict[str, Any], minutes: int, now: float) -> str:
-    for w in account["windows"]:
-        if w["window_minutes"] == minutes:
-            if w["reset"]:
-                return "reset"
-            when = f" (resets {human_until(w['resets_at'], now)})" if w["resets_at"] else ""
-            return f"{w['used_percent']:.0f}%{when}"
-    return "-"
+    window = next((w for w in account["windows"] if w["window_minutes"] == minutes), None)
+    return _usage_words(window, now) if window else "-"
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -211,13 +219,6 @@ def _token_words(account: dict[str, Any], now: float) -> str | None:
     )
 
 
-def _window_words(w: dict[str, Any], now: float) -> str:
-    if w["reset"]:
-        return f"{w['label']} reset"
-    when = f" (resets {human_until(w['resets_at'], now)})" if w["resets_at"] else ""
-    return f"{w['label']} {w['used_percent']:.0f}%{when}"
-
-
 def _header_words(document: dict[str, Any]) -> str:
     gw, shim = document["gateway"], document["shim"]
     gateway = (
@@ -233,7 +234,10 @@ def compact_lines(document: dict[str, Any]) -> list[str]:
     now = document["generated_at"]
     lines = [_header_words(document)]
     for a in document["accounts"]:
-        parts = [status_words(a, now), *(_window_words(w, now) for w in a["windows"])]
+        parts = [
+            status_words(a, now),
+            *(f"{w['label']} {_usage_words(w, now)}" for w in a["windows"]),
+        ]
         if token := _token_words(a, now):
             parts.append(token)
         lines.append(f"{'*' if a['default'] else ' '} {a['name']}: " + ", ".join(parts))
@@ -373,7 +377,7 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
             Check(Level.ERROR, "no account can be used: none is logged in", "cao add NAME")
         )
     elif all(v.state.cooling(now) for v in working):
-        back = min(v.state.cooling_until or now for v in working)
+        back = earliest_reset(working, now) or now
         checks.append(Check(
             Level.WARNING,
             f"every account is cooling down; the first is back {human_until(back, now)} "

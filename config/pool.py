@@ -97,6 +97,12 @@ def build_views(store: Store, registry: Registry, state: PoolState) -> list[Acco
     return views
 
 
+def earliest_reset(views: list[AccountView], now: float) -> float | None:
+    """When the first of these accounts that is cooling down comes back."""
+    times = [v.state.cooling_until for v in views if v.state.cooling(now)]
+    return min((t for t in times if t is not None), default=None)
+
+
 class AccountPool:
     """The pool for one-shot commands; the gateway's LivePool caches the same views. All state
     changes go through here (under the store's lock)."""
@@ -108,9 +114,7 @@ class AccountPool:
         return build_views(self.store, self.store.load_registry(), self.store.load_state())
 
     def earliest_reset(self, now: float | None = None) -> float | None:
-        now = time.time() if now is None else now
-        times = [v.state.cooling_until for v in self.accounts() if v.state.cooling(now)]
-        return min((t for t in times if t is not None), default=None)
+        return earliest_reset(self.accounts(), time.time() if now is None else now)
 
     def update_state(self, mutate: Callable[[PoolState], object]) -> None:
         self.store.update_state(mutate)
