@@ -37,7 +37,8 @@ def extra_quota_patterns(store: Store) -> list[re.Pattern[str]]:
             settings = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise CaoError(f"{path}: {e}") from None
-        value = settings.get("run", {}).get("quota_patterns", [])
+        section = settings.get("run", {})
+        value = section.get("quota_patterns", []) if isinstance(section, dict) else None
         if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
             raise CaoError(f"{path}: [run] quota_patterns must be a list of strings")
         extra = value

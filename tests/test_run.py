@@ -136,6 +136,9 @@ def test_user_patterns_from_data_dir(accounts: Path, tmp_path: Path) -> None:
     (accounts / "cao.toml").write_text('[run]\nquota_patterns = ["(unclosed"]\n')
     bad = cao_run(accounts, tmp_path)
     assert bad.returncode == 1 and "bad quota pattern" in bad.stderr
+    (accounts / "cao.toml").write_text("run = 3\n")
+    bad = cao_run(accounts, tmp_path)
+    assert bad.returncode == 1 and "must be a list of strings" in bad.stderr
     help_text = run_cao(accounts, "run", "--help", env=cao_env(accounts, COLUMNS="200")).stdout
     assert "quota_patterns" in help_text and "cao.toml" in help_text
 
