@@ -20,7 +20,7 @@ from mitmproxy.exceptions import OptionsError
 
 from cao.config import defaults
 from cao.config.auth import AccountAuth
-from cao.config.pool import account_summary
+from cao.config.pool import AccountView, account_summary
 from cao.config.store import Store
 from cao.config.tokens import RefreshFailed, refresh_tokens
 
@@ -152,19 +152,14 @@ class Gateway:
             self.live.record_switch(choice.moved_from, name, choice.reason)
         self.last_account = name
 
-    def access_token(self, name: str) -> str:
-        view = self.live.view(name)
-        return (view.auth.access_token if view else None) or ""
-
     async def fresh_auth(
-        self, name: str, force: bool = False, seen: str | None = None
+        self, view: AccountView, force: bool = False, seen: str | None = None
     ) -> AccountAuth:
         """The account's auth with a token good for a while: refreshed if it expires within the
         margin (or `force`), once per account across processes. Raises RefreshFailed after
-        marking the account (needs login, or cooling briefly)."""
-        view = self.live.view(name)
-        if view is None:
-            raise RefreshFailed("account removed", True)
+        marking the account (needs login, or cooling briefly). `view` is the one the routing
+        just chose from: no second look at the pool on the request's path."""
+        name = view.name
         if not force and not view.auth.expires_within(defaults.REFRESH_MARGIN_SECONDS, time.time()):
             return view.auth
         seen = seen or view.auth.access_token
@@ -197,11 +192,14 @@ class Gateway:
             self.live.mark_needs_login(name, "upstream 401 with a fresh token")
             return
         self._forced_refresh[name] = now
-        current = self.access_token(name)
+        view = self.live.view(name)
+        if view is None:
+            return
+        current = view.auth.access_token or ""
         if used_token is not None and token_fingerprint(current) != used_token:
             return  # rotated by someone else since: the re-send uses the new token
         with contextlib.suppress(RefreshFailed):  # marked; the re-send goes to another account
-            await self.fresh_auth(name, force=True, seen=current)
+            await self.fresh_auth(view, force=True, seen=current)
 
     def refresh_client(self) -> httpx.Client:
         if self._refresh_client is None:

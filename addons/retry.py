@@ -104,7 +104,7 @@ class QuotaRetry:
                 break
             name = choice.account.name
             try:
-                auth = await self.gateway.fresh_auth(name)
+                auth = await self.gateway.fresh_auth(choice.account)
             except RefreshFailed:
                 continue
             self.gateway.assign(conversation, choice)

@@ -74,7 +74,7 @@ class AccountRouter:
         auth = None
         while choice.account is not None:
             try:
-                auth = await self.gateway.fresh_auth(choice.account.name)
+                auth = await self.gateway.fresh_auth(choice.account)
                 break
             except RefreshFailed:  # the account is marked now; the next one is tried
                 choice = self.gateway.choose(conversation, continuation)
