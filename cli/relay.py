@@ -227,10 +227,7 @@ def run_on_pipes(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]
     previous_term = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(s))
     try:
         while targets:
-            try:
-                ready, _, _ = select.select(list(targets), [], [])
-            except InterruptedError:
-                continue
+            ready, _, _ = select.select(list(targets), [], [])  # PEP 475: EINTR is retried
             for fd in ready:
                 data = os.read(fd, CHUNK)
                 if not data:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import time
@@ -18,6 +17,7 @@ from cao.config.store import Store
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
 from tests.helpers import cao_env, run_cao, wait_for_state, write_account
+from tests.procinfo import open_fds
 
 MODEL = "/backend-api/codex/responses"
 
@@ -394,7 +394,7 @@ def test_client_disconnect_mid_stream_closes_upstream(
     gw = start_gateway()
     with httpx.Client(base_url=gw.url) as client:
         turn(client)  # every lazy part loaded
-    idle_fds = len(os.listdir(f"/proc/{gw.pid}/fd"))
+    idle_fds = open_fds(gw.pid)
     with (
         httpx.Client(base_url=gw.url) as client,
         client.stream("POST", MODEL, content=b"{}", headers={"session-id": "s"}) as response,
@@ -405,9 +405,9 @@ def test_client_disconnect_mid_stream_closes_upstream(
         time.sleep(0.05)
     assert upstream.closed_early == 1 and upstream.open_streams == 0
     # Both of the stream's connections are gone: nothing leaks.
-    while len(os.listdir(f"/proc/{gw.pid}/fd")) > idle_fds and time.time() < deadline:
+    while open_fds(gw.pid) > idle_fds and time.time() < deadline:
         time.sleep(0.05)
-    assert len(os.listdir(f"/proc/{gw.pid}/fd")) <= idle_fds
+    assert open_fds(gw.pid) <= idle_fds
     # The gateway carries on.
     with httpx.Client(base_url=gw.url) as client:
         upstream.defaults[None] = Answer()

@@ -47,6 +47,7 @@ from tests.helpers import (
     wait_for_state,
     write_account,
 )
+from tests.procinfo import open_fds, rss_mib
 
 MODEL = "/backend-api/codex/responses"
 LOAD_SECONDS = 30
@@ -65,17 +66,6 @@ def turn(url: str, conversation: str = "c1", timeout: float = 30) -> httpx.Respo
         url + MODEL, content=b"{}", headers={"session-id": conversation}, timeout=timeout,
         follow_redirects=True,
     )  # fmt: skip
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def settle(measure: Any, target: float, timeout: float = 15) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FAKE_CODEX, REPO, Terminal, cao_env, run_cao, write_account
+from tests.procinfo import process_state
 
 TTY_CODEX = REPO / "tests" / "fakes" / "tty_codex.py"
 
@@ -231,10 +232,6 @@ def test_pty_fallback_keeps_the_terminal(accounts: Path, tmp_path: Path) -> None
     term.send(b"\x03")
     term.expect("got sigint")
     assert term.close() == 130
-
-
-def process_state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_pty_ctrl_z_stops_and_fg_resumes(accounts: Path) -> None:

@@ -28,11 +28,11 @@ import httpx
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
 from tests.helpers import CAO, REPO, cao_env, write_account
+from tests.procinfo import cpu_seconds, rss_mib
 
 RESULTS = REPO / "bench" / "results"
 MODEL = "/backend-api/codex/responses"
 SMALL = "/backend-api/codex/bench"  # a model path the fake answers with a small JSON 200
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -69,27 +69,6 @@ def ms(seconds: float) -> float:
 # -- the gateway process ---------------------------------------------------------------------
 
 
-def proc_rss_mib(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def gateway_pid(gw: GatewayProcess) -> int:
-    # `cao gateway start` execs mitmdump: same pid.
-    return gw.pid
-
-
 def data_dir_with(root: Path, names: list[str]) -> Path:
     root.mkdir(mode=0o700, parents=True)
     for name in names:
@@ -115,13 +94,13 @@ def keepalive_post(
         for client in clients.values():  # warm up: connections made, code paths loaded
             for _ in range(20):
                 client.post(SMALL, content=body, headers=headers).raise_for_status()
-        cpu_before = proc_cpu_seconds(pid)
+        cpu_before = cpu_seconds(pid)
         for _ in range(n):
             for side in ("direct", "gateway"):
                 started = time.perf_counter()
                 clients[side].post(SMALL, content=body, headers=headers).raise_for_status()
                 times[side].append(time.perf_counter() - started)
-        cpu = proc_cpu_seconds(pid) - cpu_before
+        cpu = cpu_seconds(pid) - cpu_before
         for _ in range(n):
             for side in ("direct", "bare"):
                 started = time.perf_counter()
@@ -445,9 +424,9 @@ def main() -> int:
             for gw in gateways.values():
                 gw.start()
             gw = gateways["redirect"]
-            pid = gateway_pid(gw)
+            pid = gw.pid  # `cao gateway start` execs mitmdump: the same process
             time.sleep(0.5)
-            raw["rss_idle_mib"] = proc_rss_mib(pid)
+            raw["rss_idle_mib"] = rss_mib(pid)
             post_rows, cpu_per_request = step(
                 "keep-alive POST",
                 lambda: keepalive_post(upstream.url, gw.url, bare_url, n_post, pid),
@@ -470,8 +449,8 @@ def main() -> int:
                             conc["gateway"]["streams_per_second"],
                             "no errors, all events", errors == 0 and complete))  # fmt: skip
             rows += step("failover", lambda: failover(upstream, gateways, n_fail))
-            peak = proc_rss_mib(pid, "VmHWM")
-            raw["rss_after_mib"] = proc_rss_mib(pid)
+            peak = rss_mib(pid, "VmHWM")
+            raw["rss_after_mib"] = rss_mib(pid)
             raw["rss_peak_mib"] = peak
             raw["cpu_ms_per_request"] = ms(cpu_per_request)
             rows.append(Row("gateway RSS idle", "MiB", None, raw["rss_idle_mib"], "< 100 MiB",
