@@ -1,13 +1,26 @@
 """A fake ChatGPT backend for end-to-end tests and the benchmark.
 
 Serves what Codex and the gateway talk to: `/backend-api/codex/models`, `/responses` (SSE turns,
-usage-limit 429s, rate limits, in-stream failures, tool calls), `/wham/*`, and `/oauth/token`.
-Answers are scripted per ChatGPT account id (the `chatgpt-account-id` header): a queue of one-shot
-answers, then a default. Every request is recorded. HTTP/1.1 keep-alive, TCP_NODELAY, optional TLS.
+usage-limit 429s, rate limits, in-stream failures, tool calls), `/responses/compact`, `/wham/*`,
+and `/oauth/token`. Answers are scripted per ChatGPT account id (the `chatgpt-account-id` header):
+a queue of one-shot answers, then a default. Every request is recorded. HTTP/1.1 keep-alive,
+TCP_NODELAY, optional TLS.
+
+As strict as the real backend where cao depends on it (codex-protocol.md):
+- Every reasoning and compaction item it returns carries `encrypted_content` minted for the
+  serving account and bound to that item (its id and summary). A request whose input replays a
+  blob minted for another account, a blob that does not decode, an item edited around its blob,
+  or (with `store: false`) a reasoning item whose blob was removed but whose `rs_` id was kept,
+  is rejected with the 400 shapes seen in the wild (`rejection` picks code / null code / in a
+  200 stream as `response.failed`).
+- Answers are zstd-compressed when `compress` is on and the client offers zstd (Codex 0.171+).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import itertools
 import json
 import socket
 import ssl
@@ -19,10 +32,15 @@ from typing import Any
 
 from mitmproxy.net.encoding import decode_zstd
 
+try:  # what mitmproxy itself uses for zstd
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:  # Python < 3.14
+    from backports import zstd  # type: ignore[no-redef]
+
 
 @dataclass
 class Answer:
-    kind: str = "sse"  # sse | quota | rate | sse_quota | tool | status | cut
+    kind: str = "sse"  # sse | quota | rate | sse_quota | tool | status | cut | reject
     status: int = 200
     body: bytes = b""
     events: int = 3
@@ -39,6 +57,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     at: float
+    rejected: str | None = None  # the blob rejection this request got, if any
 
     @property
     def account_id(self) -> str | None:
@@ -57,8 +76,100 @@ def sse(event_type: str, payload: dict[str, Any]) -> bytes:
     return f"event: {event_type}\ndata: {json.dumps({'type': event_type, **payload})}\n\n".encode()
 
 
-def turn_events(text_parts: list[str], response_id: str = "resp_1") -> list[bytes]:
+# -- encrypted content, bound to an account and an item ----------------------------------------
+
+BLOB_PREFIX = "gAAAAB"
+_serial = itertools.count(1)
+
+
+def _binding(item: dict[str, Any]) -> str:
+    """What a blob is bound to besides its account: the item's id and what it says."""
+    bound = {"id": item.get("id"), "summary": item.get("summary")}
+    return hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mint_blob(account_id: str | None, item: dict[str, Any]) -> str:
+    payload = {"org": account_id, "bind": _binding(item), "n": next(_serial)}
+    return BLOB_PREFIX + base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def read_blob(blob: str) -> dict[str, Any] | None:
+    if not blob.startswith(BLOB_PREFIX):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(blob[len(BLOB_PREFIX) :]))
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def reasoning_item(account_id: str | None, n: int = 1) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": "reasoning",
+        "id": f"rs_{account_id}_{next(_serial)}",
+        "summary": [{"type": "summary_text", "text": f"thinking {n}"}],
+    }
+    item["encrypted_content"] = mint_blob(account_id, item)
+    return item
+
+
+def compaction_item(account_id: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "compaction", "id": f"cmp_{account_id}_{next(_serial)}"}
+    item["encrypted_content"] = mint_blob(account_id, {"id": None, "summary": None})
+    return item
+
+
+def _short(blob: str) -> str:
+    return f"{blob[:4]}…{blob[-3:]}"
+
+
+FOREIGN = "Encrypted content organization_id did not match the target organization."
+UNREADABLE = "Encrypted content could not be decrypted or parsed."
+
+
+def check_input(items: object, account_id: str | None, store: object) -> str | None:
+    """The message of the 400 the real backend gives for this input, or None if it is fine."""
+    if not isinstance(items, list):
+        return None
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        blob = item.get("encrypted_content")
+        kind = item.get("type")
+        item_id = item.get("id")
+        if not blob:
+            if kind == "reasoning" and isinstance(item_id, str) and store is False:
+                return (
+                    f"Item with id '{item_id}' not found. Items are not persisted when `store` "
+                    "is set to false. Try again with `store` set to true, or remove this item "
+                    "from your input."
+                )
+            continue
+        payload = read_blob(blob) if isinstance(blob, str) else None
+        if payload is None:
+            reason = UNREADABLE
+        elif payload.get("org") != account_id:
+            reason = FOREIGN
+        elif kind == "reasoning" and payload.get("bind") != _binding(item):
+            reason = UNREADABLE  # edited around its blob
+        else:
+            continue
+        if kind in ("compaction", "compaction_summary"):
+            return f"The encrypted content for item {item_id or 'cmp_?'} could not be verified. " \
+                f"Reason: {reason}"  # fmt: skip
+        if kind not in ("reasoning",):
+            return "Encrypted function output content could not be decrypted or decoded."
+        return f"The encrypted content {_short(str(blob))} could not be verified. Reason: {reason}"
+    return None
+
+
+def turn_events(
+    text_parts: list[str],
+    response_id: str = "resp_1",
+    reasoning: dict[str, Any] | None = None,
+) -> list[bytes]:
     text = "".join(text_parts)
+    first = 1 if reasoning else 0
     item = {"type": "message", "role": "assistant", "id": "msg_1"}
     usage = {
         "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
@@ -67,16 +178,28 @@ def turn_events(text_parts: list[str], response_id: str = "resp_1") -> list[byte
     }  # fmt: skip
     return [
         sse("response.created", {"response": {"id": response_id}}),
-        sse("response.output_item.added", {"output_index": 0, "item": {**item, "content": []}}),
+        *reasoning_events(reasoning, 0),
+        sse("response.output_item.added", {"output_index": first, "item": {**item, "content": []}}),
         *[
             sse("response.output_text.delta",
-                {"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": part})
+                {"item_id": "msg_1", "output_index": first, "content_index": 0, "delta": part})
             for part in text_parts
         ],
-        sse("response.output_item.done", {"output_index": 0, "item": {
+        sse("response.output_item.done", {"output_index": first, "item": {
             **item, "content": [{"type": "output_text", "text": text}]}}),
         sse("response.completed", {"response": {"id": response_id, "usage": usage}}),
     ]  # fmt: skip
+
+
+def reasoning_events(item: dict[str, Any] | None, index: int) -> list[bytes]:
+    """As the real backend streams a reasoning item: added without its blob, done with it."""
+    if item is None:
+        return []
+    added = {k: v for k, v in item.items() if k != "encrypted_content"}
+    return [
+        sse("response.output_item.added", {"output_index": index, "item": added}),
+        sse("response.output_item.done", {"output_index": index, "item": item}),
+    ]
 
 
 TOOL_CALL: dict[str, Any] = {
@@ -86,13 +209,18 @@ TOOL_CALL: dict[str, Any] = {
 }
 
 
-def tool_call_events(call_id: str = "call_1") -> list[bytes]:
-    # A real tool of Codex 0.169 (`clock.sleep`): harmless, needs no sandbox.
+def tool_call_events(
+    call_id: str = "call_1", reasoning: dict[str, Any] | None = None
+) -> list[bytes]:
+    # A real tool of Codex 0.169 (`clock.sleep`): harmless, needs no sandbox. The model reasons
+    # before it calls a tool, as the real one does.
     item = {"type": "function_call", "id": "fc_1", "call_id": call_id, **TOOL_CALL}
+    index = 1 if reasoning else 0
     return [
         sse("response.created", {"response": {"id": "resp_tool"}}),
-        sse("response.output_item.added", {"output_index": 0, "item": item}),
-        sse("response.output_item.done", {"output_index": 0, "item": item}),
+        *reasoning_events(reasoning, 0),
+        sse("response.output_item.added", {"output_index": index, "item": item}),
+        sse("response.output_item.done", {"output_index": index, "item": item}),
         sse("response.completed", {"response": {"id": "resp_tool", "usage": {
             "input_tokens": 10, "input_tokens_details": None, "output_tokens": 1,
             "output_tokens_details": None, "total_tokens": 11}}}),
@@ -120,6 +248,10 @@ class FakeUpstream:
         self.usage_headers: dict[str, dict[str, str]] = {}  # per account id
         self.oauth_answers: list[tuple[int, dict[str, Any]]] = []
         self.oauth_delay = 0.0
+        self.reasoning = True  # turns carry an account-bound reasoning item, as real ones do
+        self.rejection = "code"  # foreign blobs: "code" | "null_code" | "stream" (response.failed)
+        self.rejected: list[Recorded] = []  # requests answered with a blob rejection
+        self.compress = False  # zstd answers to clients that offer it (Codex 0.171+)
         self.lock = threading.Lock()
         self.open_streams = 0
         self.closed_early = 0
@@ -141,6 +273,15 @@ class FakeUpstream:
 
     def model_requests(self, suffix: str = "/responses") -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+    def blob_accounts(self, request: Recorded) -> list[str | None]:
+        """Whose encrypted content a request's input carries, item by item."""
+        items = (request.json() or {}).get("input") or []
+        return [
+            (read_blob(i["encrypted_content"]) or {}).get("org")
+            for i in items
+            if isinstance(i, dict) and isinstance(i.get("encrypted_content"), str)
+        ]
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -204,6 +345,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.requests.append(recorded)
         return recorded
 
+    def _compressing(self) -> bool:
+        offered = self.headers.get("accept-encoding", "")
+        return self.fake.compress and "zstd" in [e.strip() for e in offered.split(",")]
+
     def _send(
         self,
         status: int,
@@ -212,6 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/json",
     ) -> None:
         self.send_response(status)
+        if self._compressing():
+            body = zstd.compress(body)
+            self.send_header("content-encoding", "zstd")
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
         for k, v in (headers or {}).items():
@@ -239,7 +387,11 @@ class _Handler(BaseHTTPRequestHandler):
         if r.path.endswith("/oauth/token"):
             self._oauth()
         elif r.path.endswith("/responses"):
-            self._responses(r)
+            if not self._reject_foreign(r):
+                self._responses(r)
+        elif r.path.endswith("/responses/compact"):
+            if not self._reject_foreign(r):
+                self._compact(r)
         else:
             self._send(200, b"{}")
 
@@ -252,6 +404,53 @@ class _Handler(BaseHTTPRequestHandler):
                 else (400, {"error": "unexpected refresh"})
             )
         self._send(status, json.dumps(doc).encode())
+
+    def _reject_foreign(self, r: Recorded) -> bool:
+        """Answer as the real backend does to input it cannot verify for this account."""
+        try:
+            document = r.json() or {}
+        except ValueError:
+            self._send(400, b'{"error":{"type":"invalid_request_error","message":"bad json"}}')
+            return True
+        message = check_input(document.get("input"), r.account_id, document.get("store"))
+        if message is None:
+            return False
+        r.rejected = message
+        with self.fake.lock:
+            self.fake.rejected.append(r)
+        code = None if self.fake.rejection == "null_code" else "invalid_encrypted_content"
+        if message.startswith("Item with id"):
+            code = None
+        error = {"type": "invalid_request_error", "code": code, "param": None, "message": message}
+        if self.fake.rejection == "stream" and r.path.endswith("/responses"):
+            failed = {"id": "resp_rejected", "status": "failed", "error": error}
+            self._stream(
+                [
+                    sse("response.created", {"response": {"id": "resp_rejected"}}),
+                    sse("response.failed", {"response": failed}),
+                ],
+                0.0,
+                {},
+            )
+        else:
+            self._send(400, json.dumps({"error": error}).encode())
+        return True
+
+    def _reasoning(self, account: str | None) -> dict[str, Any] | None:
+        return reasoning_item(account) if self.fake.reasoning else None
+
+    def _compact(self, r: Recorded) -> None:
+        """Remote compaction: the user's messages, then one compaction item for this account."""
+        items = (r.json() or {}).get("input") or []
+        kept = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        output = [*kept, compaction_item(r.account_id)]
+        usage = {"input_tokens": 10, "input_tokens_details": None, "output_tokens": 1,
+                 "output_tokens_details": None, "total_tokens": 11}  # fmt: skip
+        document = {"id": "resp_compact", "object": "response.compaction",
+                    "created_at": int(time.time()), "output": output, "usage": usage}  # fmt: skip
+        self._send(
+            200, json.dumps(document).encode(), self.fake.usage_headers.get(r.account_id or "")
+        )
 
     def _responses(self, r: Recorded) -> None:
         account = r.account_id
@@ -277,7 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
                 extra,
             )
         elif answer.kind == "tool":
-            self._stream(tool_call_events(), answer.delay, extra)
+            self._stream(tool_call_events(reasoning=self._reasoning(account)), answer.delay, extra)
         elif answer.kind == "cut":
             events = turn_events([f"part{i} " for i in range(answer.events)])
             self._stream(events[: 2 + answer.events // 2], answer.delay, extra, cut=True)
@@ -285,7 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [
                 f"hello from {account} " if i == 0 else f"part{i} " for i in range(answer.events)
             ]
-            self._stream(turn_events(parts), answer.delay, extra)
+            self._stream(
+                turn_events(parts, reasoning=self._reasoning(account)), answer.delay, extra
+            )
 
     def _stream(
         self, events: list[bytes], delay: float, headers: dict[str, str], cut: bool = False
@@ -293,6 +494,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
+        compressor = zstd.ZstdCompressor() if self._compressing() else None
+        if compressor is not None:
+            self.send_header("content-encoding", "zstd")
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
@@ -302,6 +506,8 @@ class _Handler(BaseHTTPRequestHandler):
             for i, event in enumerate(events):
                 if i and delay:
                     time.sleep(delay)
+                if compressor is not None:  # one zstd block per event: each arrives at once
+                    event = compressor.compress(event, zstd.ZstdCompressor.FLUSH_BLOCK)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                 self.wfile.flush()
             if cut:
