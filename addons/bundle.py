@@ -10,6 +10,7 @@ from cao.config.defaults import CODEX_API_PATH, gateway_url
 
 from .debug import CaptureBody
 from .gateway import Gateway
+from .history import HistoryGuard
 from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
 from .stream import StreamWatcher
@@ -85,6 +86,7 @@ def make_addons() -> list[object]:
         StatusEndpoint(gateway),
         WebSocketRefusal(),
         AccountRouter(gateway),
+        HistoryGuard(gateway),  # before CaptureBody: the body captured is the one sent
         CaptureBody(),
         StreamWatcher(gateway),
         QuotaRetry(gateway),

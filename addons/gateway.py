@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from mitmproxy import ctx, http
+from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
@@ -24,6 +24,7 @@ from cao.config.pool import AccountView, account_summary
 from cao.config.store import Store
 from cao.config.tokens import RefreshFailed, refresh_tokens
 
+from .blobs import HistoryBook
 from .debug import DebugHeaders
 from .livepool import LivePool
 from .routing import Choice, ConversationMap, choose_account
@@ -34,12 +35,6 @@ log = logging.getLogger("cao.gateway")
 RETRY_MODES = ("redirect", "inline")
 TRANSIENT_REFRESH_COOLDOWN = 60.0  # the token endpoint failed for a moment: try others meanwhile
 REPEATED_401_WINDOW = 60.0  # a 401 right after a fresh token means the login itself is gone
-META = "cao"  # flow.metadata key: what the gateway decided for a flow (never a secret)
-
-
-def flow_meta(flow: http.HTTPFlow) -> dict[str, Any] | None:
-    meta = flow.metadata.get(META)
-    return meta if isinstance(meta, dict) else None
 
 
 def token_fingerprint(token: str | None) -> str:
@@ -62,6 +57,7 @@ class Gateway:
     def __init__(self) -> None:
         self._data_dir: str | None = None
         self.conversations = ConversationMap()
+        self.history = HistoryBook(self.conversations)
         self.last_account: str | None = None
         self._client: httpx.AsyncClient | None = None
         self.started = time.time()
@@ -137,7 +133,14 @@ class Gateway:
         return float(ctx.options.cao_cooldown_seconds)
 
     def choose(self, conversation: str | None, continuation: bool) -> Choice:
-        current = self.conversations.get(conversation) if conversation else self.last_account
+        record = self.conversations.peek(conversation) if conversation else None
+        current = record.account if record is not None else None
+        if conversation is None:
+            current = self.last_account
+        elif record is not None and record.compacted_by is not None:
+            # Its compacted summary is readable only by the account that made it: stay there
+            # past the switch threshold, while it is usable at all.
+            continuation = continuation or record.compacted_by == current
         return choose_account(
             self.live.views(), time.time(), current, continuation, ctx.options.cao_switch_at
         )
@@ -235,4 +238,5 @@ class Gateway:
                 "uptime_seconds": round(now - self.started),
             },
             "accounts": [account_summary(v, now) for v in self.live.views()],
+            "history": self.history.status(),
         }

@@ -13,7 +13,8 @@ from cao.config import defaults
 from cao.config.quota import usage_limit_body
 from cao.config.tokens import RefreshFailed
 
-from .gateway import META, Gateway, flow_meta, is_model_path, token_fingerprint
+from .decision import META, FlowDecision, decision_of
+from .gateway import Gateway, is_model_path, token_fingerprint
 from .redact import redact, set_secret_header
 from .routing import TURN_STATE_HEADER, conversation_id, is_continuation
 
@@ -58,10 +59,10 @@ class AccountRouter:
         if flow.response is not None:
             return
         request = flow.request
-        meta: dict[str, object] = {"started": time.time()}
-        flow.metadata[META] = meta
+        decision = FlowDecision(started=time.time())
+        flow.metadata[META] = decision
         if self.gateway.passthrough or not is_model_path(request.path):
-            meta["passthrough"] = True
+            decision.passthrough = True
             if "authorization" in request.headers:  # Codex's own token, forwarded as it is
                 set_secret_header(
                     request.headers, "authorization", request.headers["authorization"]
@@ -82,17 +83,15 @@ class AccountRouter:
             now = time.time()
             resets_at = self.gateway.live.earliest_reset(now) or now + self.gateway.cooldown
             flow.response = http.Response.make(429, usage_limit_body(resets_at, now), JSON)
-            meta["account"] = None
             return
         if choice.moved_from is not None:
             # The turn state was minted for the other account.
             request.headers.pop(TURN_STATE_HEADER, None)
         self.gateway.assign(conversation, choice)
-        name = choice.account.name
-        meta["account"] = name
-        meta["conversation"] = conversation
+        decision.account = choice.account.name
+        decision.conversation = conversation
         token = auth.access_token or ""
-        meta["token"] = token_fingerprint(token)  # to tell later whether it was rotated
+        decision.token = token_fingerprint(token)  # to tell later whether it was rotated
         set_secret_header(request.headers, "authorization", f"Bearer {token}")
         if choice.account.auth.account_id:
             request.headers["chatgpt-account-id"] = choice.account.auth.account_id
@@ -100,10 +99,9 @@ class AccountRouter:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._redact(flow)
-        meta = flow_meta(flow)
-        account = meta.get("account") if meta else None
-        if isinstance(account, str) and flow.response is not None:
-            self.gateway.usage.record(account, flow.response.headers)
+        decision = decision_of(flow)
+        if decision is not None and decision.account is not None and flow.response is not None:
+            self.gateway.usage.record(decision.account, flow.response.headers)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._redact(flow)
@@ -125,9 +123,10 @@ class RequestLog:
         self._log(flow, f"error ({flow.error.msg if flow.error else 'unknown'})")
 
     def _log(self, flow: http.HTTPFlow, outcome: str) -> None:
-        meta = flow_meta(flow) or {}
-        started = meta.get("started")
-        took = (time.time() - started) * 1000 if isinstance(started, float) else 0.0
-        account = meta.get("account") or ("passthrough" if meta.get("passthrough") else "-")
+        decision = decision_of(flow)
+        took = (time.time() - decision.started) * 1000 if decision else 0.0
+        account = "-"
+        if decision is not None:
+            account = decision.account or ("passthrough" if decision.passthrough else "-")
         path = flow.request.path.split("?", 1)[0]
         log.info("%s %s account=%s %s %.0fms", flow.request.method, path, account, outcome, took)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cao.config.pool import AccountView, Availability
 
@@ -72,24 +72,51 @@ def choose_account(
     return Choice(chosen, current, reason)
 
 
+@dataclass
+class Conversation:
+    """What the gateway knows of one conversation (Codex's thread id)."""
+
+    account: str | None = None  # who serves it
+    minted_by: set[str] = field(default_factory=set)  # whose encrypted content its history holds
+    compacted_by: str | None = None  # whose compaction item (its summary) its history holds
+    strip_unknown: bool = False  # a blob of unknown origin was rejected: strip them up front
+    lost_compaction: bool = False  # a move dropped its compacted history (logged once)
+
+    def needs_rewrite(self, account: str) -> bool:
+        """Does a request for `account` carry blobs it would reject? Decided without reading
+        the body, so requests that need no change are never decoded."""
+        return self.strip_unknown or any(minter != account for minter in self.minted_by)
+
+
 class ConversationMap:
-    """conversation id -> account serving it; bounded, least recently used dropped first."""
+    """conversation id -> Conversation; bounded, least recently used dropped first."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self._limit = limit
-        self._items: OrderedDict[str, str] = OrderedDict()
+        self._items: OrderedDict[str, Conversation] = OrderedDict()
 
     def get(self, conversation: str) -> str | None:
-        account = self._items.get(conversation)
-        if account is not None:
+        """The account serving it, if any."""
+        record = self.peek(conversation)
+        return record.account if record is not None else None
+
+    def peek(self, conversation: str) -> Conversation | None:
+        record = self._items.get(conversation)
+        if record is not None:
             self._items.move_to_end(conversation)
-        return account
+        return record
+
+    def record(self, conversation: str) -> Conversation:
+        """Its record, made on first use."""
+        record = self.peek(conversation)
+        if record is None:
+            record = self._items[conversation] = Conversation()
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
+        return record
 
     def set(self, conversation: str, account: str) -> None:
-        self._items[conversation] = account
-        self._items.move_to_end(conversation)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
+        self.record(conversation).account = account
 
     def __len__(self) -> int:
         return len(self._items)

@@ -5,20 +5,32 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
+from cao.config.history import is_rejection_event
 from cao.config.quota import classify_stream_event
 
-from .gateway import Gateway, flow_meta
+from .decision import FlowDecision, decision_of
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+try:  # the zstd module mitmproxy itself uses
+    from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # Python < 3.14
+    from backports import zstd  # type: ignore[no-redef,unused-ignore]
 
 log = logging.getLogger("cao.gateway")
 
 # Only events carrying one of these are parsed; the rest pass by with a substring check.
-WATCHED = (b"response.failed",)
+WATCHED = (b"response.failed", b"encrypted_content")
 MAX_PENDING = 1 << 20  # an event larger than this is not inspected
+
+Decoder = Callable[[bytes], bytes]
 
 
 def sse_events(block: bytes) -> Iterator[dict[str, Any]]:
@@ -37,17 +49,61 @@ def sse_events(block: bytes) -> Iterator[dict[str, Any]]:
             yield payload
 
 
-class SseScanner:
-    """A `flow.response.stream` callable: returns each chunk unchanged, and hands the events that
-    matter to `on_event` once they are complete."""
+class ZstdFrames:
+    """Decodes a zstd stream chunk by chunk, across frame boundaries."""
 
-    def __init__(self, on_event: Callable[[dict[str, Any]], None]) -> None:
-        self.on_event = on_event
-        self.pending = b""
+    def __init__(self) -> None:
+        self.decompressor = zstd.ZstdDecompressor()
 
     def __call__(self, chunk: bytes) -> bytes:
-        if chunk:
-            self.feed(chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk)
+        out = b""
+        while chunk:
+            out += self.decompressor.decompress(chunk)
+            if not self.decompressor.eof:
+                break
+            chunk = self.decompressor.unused_data
+            self.decompressor = zstd.ZstdDecompressor()
+        return out
+
+
+def stream_decoder(content_encoding: str) -> Decoder | None:
+    """Incremental decoding of a compressed stream (Codex 0.171+ offers zstd and gzip), so the
+    gateway reads events while the client gets the bytes as sent. None for identity; raises
+    ValueError for an encoding it cannot read."""
+    name = content_encoding.strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name == "zstd":
+        return ZstdFrames()
+    if name in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+    if name == "deflate":
+        return zlib.decompressobj().decompress
+    raise ValueError(f"cannot read a {name!r} stream")
+
+
+class SseScanner:
+    """A `flow.response.stream` callable: returns each chunk unchanged, and hands the events that
+    matter to `on_event` once they are complete (decoded first if the stream is compressed)."""
+
+    def __init__(
+        self, on_event: Callable[[dict[str, Any]], None], decoder: Decoder | None = None
+    ) -> None:
+        self.on_event = on_event
+        self.decoder = decoder
+        self.pending = b""
+        self.broken = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk and not self.broken:
+            try:
+                data = self.decoder(chunk) if self.decoder is not None else chunk
+            except Exception as e:  # a corrupt stream is Codex's to judge; we stop reading it
+                log.warning("cannot decode an event stream (%s): not inspected", type(e).__name__)
+                self.broken = True
+                return chunk
+            if data:
+                self.feed(data.replace(b"\r\n", b"\n") if b"\r" in data else data)
         return chunk
 
     def feed(self, chunk: bytes) -> None:
@@ -67,10 +123,42 @@ def is_event_stream(response: http.Response) -> bool:
     return str(response.headers.get("content-type", "")).startswith("text/event-stream")
 
 
+class AnswerReader:
+    """What one answer's events tell the gateway: a usage limit inside a 200 stream (the
+    account cools; Codex re-sends and the re-send goes elsewhere), a refused blob inside it
+    (Codex re-sends; the re-send goes without unproven blobs), and the blobs it mints."""
+
+    def __init__(self, gateway: Gateway, decision: FlowDecision, account: str) -> None:
+        self.gateway = gateway
+        self.decision = decision
+        self.account = account
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "response.failed":
+            signal = classify_stream_event(event, time.time(), self.gateway.cooldown)
+            if signal is not None:
+                self.gateway.live.mark_limited(self.account, signal)
+            elif is_rejection_event(event):
+                self.gateway.history.take_rejection(self.decision)
+            return
+        self.gateway.history.learn(self.account, self.decision.conversation, event)
+
+    def read_whole(self, response: http.Response) -> None:
+        """An answer that arrived in one piece (inline retry) is read the same way."""
+        if not is_event_stream(response):
+            return
+        raw = response.raw_content or b""
+        if not raw:
+            return
+        body = response.get_content(strict=False) or b""
+        if any(marker in body for marker in WATCHED):
+            for event in sse_events(body.replace(b"\r\n", b"\n")):
+                self.on_event(event)
+
+
 class StreamWatcher:
-    """Streams 2xx event-stream answers (others stay buffered for the quota check), and marks an
-    account limited when a `response.failed` usage-limit event arrives inside a 200 stream:
-    Codex re-sends the turn, and the re-send goes to the next account."""
+    """Streams 2xx event-stream answers (others stay buffered for the quota check) and reads
+    their events along the way (AnswerReader)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -81,14 +169,15 @@ class StreamWatcher:
             return
         if not is_event_stream(response):
             return
-        meta = flow_meta(flow)
-        account = meta.get("account") if meta else None
-        if isinstance(account, str):
-            response.stream = SseScanner(lambda event: self.on_event(account, event))
-        else:
+        decision = decision_of(flow)
+        if decision is None or decision.account is None:
             response.stream = True
-
-    def on_event(self, account: str, event: dict[str, Any]) -> None:
-        signal = classify_stream_event(event, time.time(), self.gateway.cooldown)
-        if signal is not None:
-            self.gateway.live.mark_limited(account, signal)
+            return
+        try:
+            decoder = stream_decoder(response.headers.get("content-encoding", ""))
+        except ValueError as e:
+            log.warning("%s: events not inspected", e)
+            response.stream = True
+            return
+        reader = AnswerReader(self.gateway, decision, decision.account)
+        response.stream = SseScanner(reader.on_event, decoder)

@@ -72,7 +72,8 @@ def reset_from_headers(headers: Mapping[str, str]) -> float | None:
     return max(full, default=None)
 
 
-def _error_object(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any] | None:
+def error_object(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The `error` of an answer body or of a `response.failed` event's response."""
     if isinstance(body, bytes | str):
         try:
             body = json.loads(body)
@@ -107,7 +108,7 @@ def classify_error(
     """An HTTP answer: a 429 usage limit or rate limit, else None."""
     if status != 429:
         return None
-    error = _error_object(body) or {}
+    error = error_object(body) or {}
     kind = _kind_of(error)
     message = error.get("message") if isinstance(error.get("message"), str) else None
     if kind == "rate_limit_exceeded":
@@ -130,7 +131,7 @@ def classify_stream_event(
     """A `response.failed` SSE event whose error is usage_limit_reached."""
     if event.get("type") != "response.failed":
         return None
-    error = _error_object(event)
+    error = error_object(event)
     if error is None or _kind_of(error) not in ("usage_limit_reached", "insufficient_quota"):
         return None
     resets_at = _number(error.get("resets_at"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mitmproxy.test import taddons, tflow, tutils
 
+from cao.addons.decision import META, FlowDecision
 from cao.addons.gateway import Gateway
 from cao.addons.stream import SseScanner, StreamWatcher
 from tests.fakes.upstream import sse, turn_events
@@ -33,7 +34,7 @@ def test_watcher_streams_only_2xx_event_streams_and_marks_limit(data_dir: Path) 
         tctx.configure(gw, cao_data_dir=str(data_dir))
         watcher = StreamWatcher(gw)
         flow = tflow.tflow(resp=tutils.tresp(headers=((b"content-type", b"text/event-stream"),)))
-        flow.metadata["cao"] = {"account": "a"}
+        flow.metadata[META] = FlowDecision(started=0.0, account="a")
         watcher.responseheaders(flow)
         assert callable(flow.response.stream)  # type: ignore[union-attr]
         resets_at = int(time.time()) + 3600
