@@ -1,10 +1,11 @@
 # cao: codex-account-orchestrator. `make install` then `make test`.
 VENV          := .venv
 PY            := $(VENV)/bin/python
-CODEX_VERSION := 0.169.0
-CODEX_DIR     := .tools/codex
-CODEX         := $(CODEX_DIR)/node_modules/.bin/codex
-export CAO_TEST_CODEX := $(abspath $(CODEX))
+# The real Codex CLI versions the end-to-end tests run against (pinned).
+CODEX_VERSIONS := 0.169.0 0.171.0
+CODEX_BINS    := $(foreach v,$(CODEX_VERSIONS),.tools/codex-$(v)/node_modules/.bin/codex)
+export CAO_TEST_CODEX_VERSIONS := $(CODEX_VERSIONS)
+export CAO_TEST_CODEX_ROOT := $(abspath .tools)
 
 .PHONY: install codex test test-fast lint bench clean
 
@@ -18,11 +19,11 @@ $(VENV)/.installed: pyproject.toml scripts/find-python
 	@touch $@
 	@echo "installed: $(VENV)/bin/cao  (activate with: . $(VENV)/bin/activate)"
 
-# The real Codex CLI, pinned, for end-to-end tests (into an ignored folder).
-codex: $(CODEX)
+# The real Codex CLI, each pinned version, for end-to-end tests (into an ignored folder).
+codex: $(CODEX_BINS)
 
-$(CODEX):
-	npm install --prefix $(CODEX_DIR) --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
+.tools/codex-%/node_modules/.bin/codex:
+	npm install --prefix .tools/codex-$* --no-audit --no-fund --loglevel=error @openai/codex@$*
 
 test: install codex
 	$(PY) -m pytest

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.helpers import REPO, assert_no_secret, auth_document
+from tests.helpers import REPO, assert_no_secret, auth_document, cao_env, run_cao
 
-CODEX_VERSION = "0.169.0"
+# The pinned versions `make codex` installs (the Makefile passes its list).
+CODEX_VERSIONS = tuple(os.environ.get("CAO_TEST_CODEX_VERSIONS", "0.169.0 0.171.0").split())
 USER_ACCOUNT = "acct-user"  # the account of Codex's own login (~/.codex in real life)
 
 
-def codex_binary() -> Path:
-    path = Path(os.environ.get("CAO_TEST_CODEX") or REPO / ".tools/codex/node_modules/.bin/codex")
+def codex_binary(version: str = CODEX_VERSIONS[0]) -> Path:
+    root = Path(os.environ.get("CAO_TEST_CODEX_ROOT") or REPO / ".tools")
+    path = root / f"codex-{version}" / "node_modules" / ".bin" / "codex"
     if not path.exists():
         message = f"real Codex CLI not installed at {path}: run `make codex`"
         if os.environ.get("CI"):
@@ -88,3 +91,36 @@ def run_codex(
     # Codex never sees a pool token: what it prints holds none.
     assert_no_secret(result.stdout + result.stderr, "codex's output")
     return result
+
+
+def enable_shim(data_dir: Path, gateway_url: str, bin_dir: Path, codex: Path) -> Path:
+    """`cao gateway enable` for this gateway; the shim it writes."""
+    enable = run_cao(
+        data_dir,
+        "gateway",
+        "enable",
+        "--url",
+        gateway_url,
+        "--bin-dir",
+        str(bin_dir),
+        "--codex",
+        str(codex),
+        env=cao_env(data_dir, PATH=f"{bin_dir}:{os.environ['PATH']}"),
+    )
+    assert enable.returncode == 0, enable.stderr
+    return bin_dir / "codex"
+
+
+SESSION_ID = re.compile(r"session id: ([0-9a-f-]{36})")
+
+
+def session_id(output: str) -> str:
+    """The session id `codex exec` prints in its header."""
+    match = SESSION_ID.search(output)
+    assert match, output
+    return match.group(1)
+
+
+def resume_args(session: str, prompt: str) -> list[str]:
+    """`codex exec ... resume <id> <prompt>`: the next turn of a recorded session."""
+    return [*EXEC_ARGS, "resume", session, prompt]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.codex_harness import CODEX_VERSIONS, codex_binary
 from tests.fakes.upstream import FakeUpstream
 from tests.helpers import FAKE_CODEX
 
@@ -31,3 +32,9 @@ def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(params=CODEX_VERSIONS)
+def codex(request: pytest.FixtureRequest) -> Path:
+    """The real Codex CLI, once per pinned version (`make codex`)."""
+    return codex_binary(request.param)

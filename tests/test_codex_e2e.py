@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.codex_harness import EXEC_ARGS, codex_binary, make_user_home, run_codex
+from tests.codex_harness import EXEC_ARGS, enable_shim, make_user_home, run_codex
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
-from tests.helpers import Terminal, cao_env, run_cao, write_account
+from tests.helpers import Terminal, run_cao, write_account
 
 pytestmark = pytest.mark.codex
 
@@ -30,30 +30,18 @@ def world(data_dir: Path, upstream: FakeUpstream, tmp_path: Path) -> dict[str, P
 
 
 def via_shim(
-    world: dict[str, Path], data_dir: Path, gw: GatewayProcess, *mode: str
+    world: dict[str, Path], data_dir: Path, gw: GatewayProcess, codex: Path
 ) -> tuple[int, str]:
-    enable = run_cao(
-        data_dir,
-        "gateway",
-        "enable",
-        "--url",
-        gw.url,
-        "--bin-dir",
-        str(world["bin"]),
-        "--codex",
-        str(codex_binary()),
-        env=cao_env(data_dir, PATH=f"{world['bin']}:{os.environ['PATH']}"),
-    )
-    assert enable.returncode == 0, enable.stderr
-    result = run_codex(
-        [str(world["bin"] / "codex"), *EXEC_ARGS, "say hi"], world["home"], world["work"]
-    )
+    shim = enable_shim(data_dir, gw.url, world["bin"], codex)
+    result = run_codex([str(shim), *EXEC_ARGS, "say hi"], world["home"], world["work"])
     return result.returncode, result.stdout + result.stderr
 
 
-def test_plain_turn(world: dict[str, Path], data_dir: Path, upstream: FakeUpstream) -> None:
+def test_plain_turn(
+    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream, codex: Path
+) -> None:
     with GatewayProcess(data_dir, upstream.url) as gw:
-        code, output = via_shim(world, data_dir, gw)
+        code, output = via_shim(world, data_dir, gw, codex)
     assert code == 0, output
     assert "hello from acct-a" in output
     turns = upstream.model_requests()
@@ -64,34 +52,41 @@ def test_plain_turn(world: dict[str, Path], data_dir: Path, upstream: FakeUpstre
 
 @pytest.mark.parametrize("mode", ["redirect", "inline"])
 def test_usage_limit_on_a_completes_on_b(
-    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream, mode: str
+    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream, mode: str, codex: Path
 ) -> None:
     upstream.queue("acct-a", Answer("quota"))
     with GatewayProcess(data_dir, upstream.url, "--retry-mode", mode) as gw:
-        code, output = via_shim(world, data_dir, gw)
+        code, output = via_shim(world, data_dir, gw, codex)
     assert code == 0, output
     assert "hello from acct-b" in output
     assert not any(word in output for word in USAGE_LIMIT_WORDS), output
     assert [r.account_id for r in upstream.model_requests()] == ["acct-a", "acct-b"]
 
 
+@pytest.mark.parametrize("mode", ["redirect", "inline"])
 def test_tool_call_turn_whose_second_request_hits_the_limit(
-    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream
+    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream, codex: Path, mode: str
 ) -> None:
+    """The follow-up of a tool call carries a's reasoning item (its blob bound to a): the
+    gateway knows it and takes it out before b sees it. No 400, no extra round trip."""
     upstream.queue("acct-a", Answer("tool"), Answer("quota"))
-    with GatewayProcess(data_dir, upstream.url) as gw:
-        code, output = via_shim(world, data_dir, gw)
+    with GatewayProcess(data_dir, upstream.url, "--retry-mode", mode) as gw:
+        code, output = via_shim(world, data_dir, gw, codex)
+        gw.wait_for_log(r"history \S+: a -> b, removed 1 reasoning")
     assert code == 0, output
     assert "hello from acct-b" in output and "unsupported call" not in output
     turns = upstream.model_requests()
     assert [r.account_id for r in turns] == ["acct-a", "acct-a", "acct-b"]
+    assert "acct-a" in upstream.blob_accounts(turns[1])  # a's own follow-up kept a's reasoning
+    assert upstream.blob_accounts(turns[-1]) == []  # b got none of a's blobs...
     last_input = [item.get("type") for item in turns[-1].json()["input"]]
-    assert "function_call_output" in last_input  # the tool's result went along to b
-    assert turns[-1].headers["thread-id"] == turns[0].headers["thread-id"]
+    assert "function_call" in last_input and "function_call_output" in last_input  # ...the tool
+    assert turns[-1].headers["thread-id"] == turns[0].headers["thread-id"]  # pair went along
+    assert upstream.rejected == []
 
 
 def test_expired_pool_token_is_refreshed_under_a_live_turn(
-    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream
+    world: dict[str, Path], data_dir: Path, upstream: FakeUpstream, codex: Path
 ) -> None:
     import json
     import time
@@ -102,7 +97,7 @@ def test_expired_pool_token_is_refreshed_under_a_live_turn(
     fresh = fake_token("fresh-a", time.time() + 86400)
     upstream.oauth_answers.append((200, {"access_token": fresh, "refresh_token": "rt-a-1"}))
     with GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url) as gw:
-        code, output = via_shim(world, data_dir, gw)
+        code, output = via_shim(world, data_dir, gw, codex)
     assert code == 0, output
     assert "hello from acct-a" in output
     assert sum(1 for r in upstream.requests if r.path == "/oauth/token") == 1
@@ -114,7 +109,7 @@ def test_expired_pool_token_is_refreshed_under_a_live_turn(
 
 
 def test_cao_run_falls_back_with_the_real_codex(
-    data_dir: Path, upstream: FakeUpstream, tmp_path: Path
+    data_dir: Path, upstream: FakeUpstream, tmp_path: Path, codex: Path
 ) -> None:
     """No gateway: each account home points Codex at the fake backend; a's usage limit (Codex
     prints it and exits 1) makes `cao run` re-run the same command on b."""
@@ -135,7 +130,7 @@ def test_cao_run_falls_back_with_the_real_codex(
         data_dir,
         "run",
         "--codex",
-        str(codex_binary()),
+        str(codex),
         "--",
         *EXEC_ARGS,
         "hi",
@@ -148,11 +143,11 @@ def test_cao_run_falls_back_with_the_real_codex(
     assert [r.account_id for r in upstream.model_requests()] == ["acct-a", "acct-b"]
 
 
-def stop_codex_daemons(homes: list[Path]) -> None:
+def stop_codex_daemons(homes: list[Path], codex: Path) -> None:
     """The Codex TUI starts an app-server daemon in its CODEX_HOME that outlives it: stop it."""
     for home in homes:
         subprocess.run(
-            [str(codex_binary()), "app-server", "daemon", "stop"],
+            [str(codex), "app-server", "daemon", "stop"],
             env={**os.environ, "CODEX_HOME": str(home)},
             capture_output=True,
             timeout=30,
@@ -165,7 +160,7 @@ def stop_codex_daemons(homes: list[Path]) -> None:
 
 
 def test_cao_run_relays_the_real_codex_tui(
-    data_dir: Path, upstream: FakeUpstream, tmp_path: Path
+    data_dir: Path, upstream: FakeUpstream, tmp_path: Path, codex: Path
 ) -> None:
     """The interactive Codex TUI on cao's pseudo-terminal: it draws, takes keys, runs a turn
     against the fake backend, and quits on Ctrl-C."""
@@ -182,7 +177,7 @@ def test_cao_run_relays_the_real_codex_tui(
         (home / "config.toml").write_text(config)
     work = tmp_path / "work"
     work.mkdir()
-    term = Terminal(data_dir, "--codex", str(codex_binary()), rows=30, cols=100, cwd=work)
+    term = Terminal(data_dir, "--codex", str(codex), rows=30, cols=100, cwd=work)
     try:
         term.expect("Ask Codex to do anything", timeout=60)
         term.send(b"say hi")
@@ -199,5 +194,5 @@ def test_cao_run_relays_the_real_codex_tui(
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
-        stop_codex_daemons(homes)
+        stop_codex_daemons(homes, codex)
     assert {r.account_id for r in upstream.model_requests()} == {"acct-a"}

@@ -58,6 +58,8 @@ class Recorded:
     body: bytes
     at: float
     rejected: str | None = None  # the blob rejection this request got, if any
+    raw: bytes = b""  # the body as it came (zstd from Codex)
+    compressed_answer: bool = False  # answered zstd-compressed
 
     @property
     def account_id(self) -> str | None:
@@ -167,14 +169,15 @@ def turn_events(
     text_parts: list[str],
     response_id: str = "resp_1",
     reasoning: dict[str, Any] | None = None,
+    input_tokens: int = 10,
 ) -> list[bytes]:
     text = "".join(text_parts)
     first = 1 if reasoning else 0
     item = {"type": "message", "role": "assistant", "id": "msg_1"}
     usage = {
-        "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": len(text_parts), "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 10 + len(text_parts),
+        "total_tokens": input_tokens + len(text_parts),
     }  # fmt: skip
     return [
         sse("response.created", {"response": {"id": response_id}}),
@@ -252,6 +255,8 @@ class FakeUpstream:
         self.rejection = "code"  # foreign blobs: "code" | "null_code" | "stream" (response.failed)
         self.rejected: list[Recorded] = []  # requests answered with a blob rejection
         self.compress = False  # zstd answers to clients that offer it (Codex 0.171+)
+        self.compactions = 0  # remote compactions served
+        self.usage_tokens = 0  # reported as a turn's input tokens (a large one makes Codex compact)
         self.lock = threading.Lock()
         self.open_streams = 0
         self.closed_early = 0
@@ -333,6 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self) -> Recorded:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
+        raw = body
         if self.headers.get("content-encoding") == "zstd" and body:
             body = decode_zstd(body)
         recorded = Recorded(
@@ -341,6 +347,8 @@ class _Handler(BaseHTTPRequestHandler):
             {k.lower(): v for k, v in self.headers.items()},
             body,
             time.time(),
+            raw=raw,
+            compressed_answer=self._compressing(),
         )
         self.fake.requests.append(recorded)
         return recorded
@@ -439,6 +447,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _reasoning(self, account: str | None) -> dict[str, Any] | None:
         return reasoning_item(account) if self.fake.reasoning else None
 
+    def _compact_v2(self, r: Recorded) -> None:
+        """Remote compaction as Codex 0.169+ asks for it: a turn whose last input item is
+        `compaction_trigger`, answered by a stream with exactly one compaction item."""
+        item = compaction_item(r.account_id)
+        added = {k: v for k, v in item.items() if k != "encrypted_content"}
+        usage = {"input_tokens": 10, "input_tokens_details": None, "output_tokens": 1,
+                 "output_tokens_details": None, "total_tokens": 11}  # fmt: skip
+        events = [
+            sse("response.created", {"response": {"id": "resp_compact"}}),
+            sse("response.output_item.added", {"output_index": 0, "item": added}),
+            sse("response.output_item.done", {"output_index": 0, "item": item}),
+            sse("response.completed", {"response": {"id": "resp_compact", "usage": usage}}),
+        ]
+        with self.fake.lock:
+            self.fake.compactions += 1
+        self._stream(events, 0.0, self.fake.usage_headers.get(r.account_id or "", {}))
+
     def _compact(self, r: Recorded) -> None:
         """Remote compaction: the user's messages, then one compaction item for this account."""
         items = (r.json() or {}).get("input") or []
@@ -454,6 +479,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _responses(self, r: Recorded) -> None:
         account = r.account_id
+        items = (r.json() or {}).get("input") or [{}]
+        if isinstance(items[-1], dict) and items[-1].get("type") == "compaction_trigger":
+            self._compact_v2(r)
+            return
         answer = self.fake.answer_for(account)
         extra = {**self.fake.usage_headers.get(account or "", {}), **answer.headers}
         if answer.kind == "quota":
@@ -484,9 +513,12 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [
                 f"hello from {account} " if i == 0 else f"part{i} " for i in range(answer.events)
             ]
-            self._stream(
-                turn_events(parts, reasoning=self._reasoning(account)), answer.delay, extra
+            events = turn_events(
+                parts,
+                reasoning=self._reasoning(account),
+                input_tokens=self.fake.usage_tokens or 10,
             )
+            self._stream(events, answer.delay, extra)
 
     def _stream(
         self, events: list[bytes], delay: float, headers: dict[str, str], cut: bool = False
