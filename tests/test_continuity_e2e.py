@@ -134,8 +134,8 @@ def test_a_second_refusal_reaches_codex(world: World, upstream: FakeUpstream) ->
     world.stop()
     world.start()
     upstream.queue("acct-a", Answer("quota"))
-    body = {"error": {"type": "invalid_request_error", "code": "invalid_encrypted_content",
-                      "message": "The encrypted content gAAA…xyz could not be verified."}}  # fmt: skip
+    message = "The encrypted content gAAA…xyz could not be verified."
+    body = {"error": {"type": "invalid_request_error", "code": None, "message": message}}
     refusal = Answer("status", status=400, body=json.dumps(body).encode())
     upstream.queue("acct-b", refusal)
     result = run_codex(
