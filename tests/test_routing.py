@@ -88,3 +88,15 @@ def test_conversation_map_is_bounded() -> None:
     m.get("1")
     m.set("3", "c")
     assert m.get("2") is None and m.get("1") == "a" and len(m) == 2
+
+
+def test_conversation_needs_a_rewrite_only_for_another_accounts_blobs() -> None:
+    m = ConversationMap()
+    record = m.record("t")
+    assert not record.needs_rewrite("a")  # nothing minted yet: never decoded
+    record.minted_by.add("a")
+    assert not record.needs_rewrite("a") and record.needs_rewrite("b")
+    record.strip_unknown = True
+    assert record.needs_rewrite("a")
+    m.set("t", "a")
+    assert m.get("t") == "a" and m.peek("t") is record
