@@ -147,13 +147,13 @@ def bare_mitmdump(upstream_url: str, confdir: Path) -> tuple[subprocess.Popen[by
 
 
 def read_stream(
-    client: httpx.Client, url: str, headers: dict[str, str], follow: bool = False
+    client: httpx.Client, url: str, headers: dict[str, str], content: bytes = b"{}"
 ) -> tuple[float, float, int, int]:
     """(time to first event, time to last byte, events, status) for one SSE request."""
     started = time.perf_counter()
     first = None
     events = 0
-    with client.stream("POST", url, content=b"{}", headers=headers) as response:
+    with client.stream("POST", url, content=content, headers=headers) as response:
         status = response.status_code
         for chunk in response.iter_raw():
             if first is None:
@@ -213,7 +213,8 @@ def concurrent_streams(url: str, streams: int, per_stream: int, events: int) -> 
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    expected = streams * per_stream * (events + 4)  # + created, added, done, completed
+    # + created, added, done, completed; + the reasoning item's added and done
+    expected = streams * per_stream * (events + 6)
     return {
         "seconds": elapsed,
         "streams_per_second": streams * per_stream / elapsed,
@@ -282,6 +283,102 @@ def failover(upstream: FakeUpstream, gateways: dict[str, GatewayProcess], n: int
         rows.append(Row(f"failover A 429 -> B first event ({mode})", "ms", ms(d), ms(g), target,
                         ok))  # fmt: skip
     return rows
+
+
+def history_of(size: int, foreign: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A Codex-like input of about `size` bytes: user and assistant messages, with the reasoning
+    items another account minted spread through it."""
+    items: list[dict[str, Any]] = []
+    text = "x" * 4000
+    n = size // 4100
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        kind = "input_text" if role == "user" else "output_text"
+        items.append({"type": "message", "role": role, "content": [{"type": kind, "text": text}]})
+        if foreign and i % max(1, n // len(foreign)) == 0 and len(items) < n + len(foreign):
+            items.append(foreign[(i // max(1, n // len(foreign))) % len(foreign)])
+    return items
+
+
+def moved_history(upstream: FakeUpstream, gw: GatewayProcess, n: int) -> list[Row]:
+    """A conversation whose ~1 MB history holds account a's reasoning, now served by b: each
+    request is decoded, stripped of a's items and re-encoded by the gateway. Direct: the same
+    history, already stripped, posted to b."""
+    from mitmproxy.net.encoding import encode_zstd
+
+    make_usable_again(gw, "a")
+    conversation = "bench-history"
+    base = {"accept": "text/event-stream", "content-type": "application/json",
+            "content-encoding": "zstd", "authorization": "Bearer bench"}  # fmt: skip
+    through = {**base, "session-id": conversation, "thread-id": conversation}
+    minted: list[dict[str, Any]] = []
+    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+        for _ in range(10):  # turns on a: the gateway learns a's blobs from the stream
+            response = client.post(MODEL, content=encode_zstd(b'{"input":[]}'), headers=through)
+            minted += [
+                e["item"]
+                for e in _events(response.content)
+                if (e.get("item") or {}).get("encrypted_content")
+            ]
+        assert minted, "a minted nothing"
+        history = history_of(1 << 20, minted)
+        body = encode_zstd(json.dumps({"input": history, "store": False}).encode())
+        stripped = [i for i in history if i.get("type") != "reasoning"]
+        direct_body = encode_zstd(json.dumps({"input": stripped, "store": False}).encode())
+        upstream.queue("acct-a", Answer("quota"))  # a is out: the conversation moves to b
+        _, _, _, status = read_stream(client, MODEL, through, body)
+        assert status == 200, status
+        times: dict[str, list[float]] = {"direct": [], "gateway": []}
+        with httpx.Client(base_url=upstream.url) as direct:
+            for _ in range(n):
+                ttfe, _, _, status = read_stream(
+                    direct, MODEL, {**base, "chatgpt-account-id": "acct-b"}, direct_body
+                )
+                assert status == 200, status
+                times["direct"].append(ttfe)
+                ttfe, _, _, status = read_stream(client, MODEL, through, body)
+                assert status == 200, status
+                times["gateway"].append(ttfe)
+    assert not upstream.rejected, "b refused a rewritten history"
+    d, g = statistics.median(times["direct"]), statistics.median(times["gateway"])
+    raw = json.dumps({"input": history}).encode()
+    book_ms = rewrite_cost(raw, minted, n)
+    mb = len(raw) / 1e6
+    return [
+        Row(f"moved conversation, {mb:.1f} MB history (zstd): first event", "ms", ms(d), ms(g)),
+        Row(f"history rewrite alone, {mb:.1f} MB: decode, strip, re-encode", "ms", None, book_ms),
+    ]
+
+
+def _events(body: bytes) -> list[dict[str, Any]]:
+    from cao.addons.stream import sse_events
+
+    return list(sse_events(body.replace(b"\r\n", b"\n")))
+
+
+def rewrite_cost(raw: bytes, minted: list[dict[str, Any]], n: int) -> float:
+    """HistoryBook.prepare on the same request, in this process (median ms)."""
+    from mitmproxy.net.encoding import encode_zstd
+    from mitmproxy.test import tutils
+
+    from cao.addons.blobs import HistoryBook
+    from cao.addons.decision import FlowDecision
+    from cao.addons.routing import ConversationMap
+
+    book = HistoryBook(ConversationMap())
+    for item in minted:
+        book.learn("a", "t", {"item": item})
+    encoded = encode_zstd(raw)
+    times = []
+    for _ in range(n):
+        request = tutils.treq(method=b"POST", path=MODEL.encode())
+        request.headers["content-encoding"] = "zstd"
+        request.raw_content = encoded
+        started = time.perf_counter()
+        book.prepare(request, FlowDecision(started=0.0, account="b", conversation="t"), "b")
+        times.append(time.perf_counter() - started)
+        assert request.raw_content != encoded
+    return ms(statistics.median(times))
 
 
 def wall_times(argv: list[str], env: dict[str, str], runs: int) -> float:
@@ -449,6 +546,7 @@ def main() -> int:
                             conc["gateway"]["streams_per_second"],
                             "no errors, all events", errors == 0 and complete))  # fmt: skip
             rows += step("failover", lambda: failover(upstream, gateways, n_fail))
+            rows += step("moved history", lambda: moved_history(upstream, gw, n_fail))
             peak = rss_mib(pid, "VmHWM")
             raw["rss_after_mib"] = rss_mib(pid)
             raw["rss_peak_mib"] = peak
