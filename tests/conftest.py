@@ -4,10 +4,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mitmproxy.test import taddons
 
+from cao.addons.gateway import Gateway
 from tests.codex_harness import CODEX_VERSIONS, codex_binary
 from tests.fakes.upstream import FakeUpstream
-from tests.helpers import FAKE_CODEX
+from tests.helpers import FAKE_CODEX, write_account
 
 
 @pytest.fixture
@@ -38,3 +40,14 @@ def upstream() -> Iterator[FakeUpstream]:
 def codex(request: pytest.FixtureRequest) -> Path:
     """The real Codex CLI, once per pinned version (`make codex`)."""
     return codex_binary(request.param)
+
+
+@pytest.fixture
+def gateway(data_dir: Path) -> Iterator[Gateway]:
+    """The Gateway addon in a test mitmproxy, over a data dir with accounts a and b."""
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.configure(gw, cao_data_dir=str(data_dir))
+        yield gw

@@ -6,14 +6,12 @@ import copy
 import io
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mitmproxy.io import tnetstring
 from mitmproxy.net.encoding import decode_zstd, encode_zstd
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import tflow, tutils
 
 from cao.addons.blobs import BlobLedger, HistoryBook
 from cao.addons.decision import META, FlowDecision, decision_of
@@ -22,7 +20,6 @@ from cao.addons.history import HistoryGuard
 from cao.addons.routing import ConversationMap
 from cao.config.history import fingerprint
 from tests.fakes.upstream import reasoning_item
-from tests.helpers import write_account
 
 
 def body(*items: dict[str, Any]) -> bytes:
@@ -162,16 +159,6 @@ def test_decision_copies_as_plain_values_so_flows_can_still_be_saved() -> None:
 
 
 # -- the guard inside a (test) mitmproxy -------------------------------------------------------
-
-
-@pytest.fixture
-def gateway(data_dir: Path) -> Iterator[Gateway]:
-    write_account(data_dir, "a")
-    write_account(data_dir, "b")
-    gw = Gateway()
-    with taddons.context(gw) as tctx:
-        tctx.configure(gw, cao_data_dir=str(data_dir))
-        yield gw
 
 
 def refused() -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,6 @@ from cao.addons.gateway import Gateway
 from cao.addons.redact import REDACTED_AUTH
 from cao.addons.router import AccountRouter, StatusEndpoint, WebSocketRefusal
 from tests.helpers import write_account
-
-
-@pytest.fixture
-def gateway(data_dir: Path) -> Iterator[Gateway]:
-    write_account(data_dir, "a")
-    write_account(data_dir, "b")
-    gw = Gateway()
-    with taddons.context(gw) as tctx:
-        tctx.configure(gw, cao_data_dir=str(data_dir))
-        yield gw
 
 
 def model_flow(**headers: str) -> tflow.HTTPFlow:
