@@ -17,9 +17,9 @@ EXIT_INTERRUPTED = 130
 COMMAND_MODULES = {
     "add": "accounts", "import": "accounts", "use": "accounts", "current": "accounts",
     "switch": "accounts", "list": "accounts", "remove": "accounts",
-    "gateway": "gateway", "run": "run", "status": "status",
+    "gateway": "gateway", "run": "run", "status": "status", "sessions": "sessions",
 }  # fmt: skip
-ALL_MODULES = ("accounts", "gateway", "run", "status")
+ALL_MODULES = ("accounts", "gateway", "run", "status", "sessions")
 GLOBAL_OPTIONS_WITH_VALUE = ("--data-dir",)
 
 

@@ -16,8 +16,9 @@ import select
 import signal
 import sys
 import termios
+import time
 import tty
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 TAIL_BYTES = 16 * 1024
 CHUNK = 64 * 1024
 DRAIN = 256 * 1024
+WATCH_INTERVAL = 0.25  # how often a `watch` is asked
+# Ending Codex as a user does: Ctrl-C twice (its TUI quits on the second, session written),
+# then SIGTERM and SIGKILL if it hangs. Seconds after the watch fired.
+STOP_STEPS = ((0.0, "ctrl-c"), (0.4, "ctrl-c"), (8.0, "term"), (12.0, "kill"))
+
+Watch = Callable[[], bool]
 
 
 class OutputTail:
@@ -69,9 +76,10 @@ def is_terminal() -> bool:
     return os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())
 
 
-def run(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
-    """Run to completion; return (exit code, tail of the output)."""
-    return run_on_pty(argv, env) if is_terminal() else run_on_pipes(argv, env)
+def run(argv: Sequence[str], env: Mapping[str, str], watch: Watch | None = None) -> tuple[int, str]:
+    """Run to completion; return (exit code, tail of the output). On a terminal, `watch` is
+    asked every WATCH_INTERVAL; once it says True, Codex is ended cleanly."""
+    return run_on_pty(argv, env, watch) if is_terminal() else run_on_pipes(argv, env)
 
 
 # -- pseudo-terminal ------------------------------------------------------------------------------
@@ -93,7 +101,9 @@ def _raw(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
-def run_on_pty(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+def run_on_pty(
+    argv: Sequence[str], env: Mapping[str, str], watch: Watch | None = None
+) -> tuple[int, str]:
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout.flush()
     pid, master = pty.fork()
@@ -127,11 +137,23 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
     previous = {s: signal.signal(s, h) for s, h in handlers.items()}
     previous_wakeup = signal.set_wakeup_fd(wake_w)
     reading_stdin = True
+    stopping: float | None = None  # when the watch fired
+    steps = list(STOP_STEPS)
+    next_watch = time.monotonic() + WATCH_INTERVAL
     try:
         with _raw(stdin):
             while True:
                 watched = [master, wake_r, stdin] if reading_stdin else [master, wake_r]
-                ready, _, _ = select.select(watched, [], [], 1.0)
+                timeout = WATCH_INTERVAL if watch is not None else 1.0
+                ready, _, _ = select.select(watched, [], [], timeout)
+                now = time.monotonic()
+                if watch is not None and stopping is None and now >= next_watch:
+                    next_watch = now + WATCH_INTERVAL
+                    if watch():
+                        stopping, reading_stdin = now, False  # keys no longer reach Codex
+                if stopping is not None and status is None:
+                    while steps and now - stopping >= steps[0][0]:
+                        _stop_step(steps.pop(0)[1], pid, master)
                 if master in ready:
                     data = _drain(master)
                     if data is None:  # EOF/EIO: the child's side is closed and drained
@@ -158,6 +180,14 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
     if status is None:
         _, status = os.waitpid(pid, 0)
     return exit_code(status), tail.text()
+
+
+def _stop_step(step: str, pid: int, master: int) -> None:
+    with contextlib.suppress(OSError):
+        if step == "ctrl-c":
+            os.write(master, b"\x03")
+        else:
+            os.kill(pid, signal.SIGTERM if step == "term" else signal.SIGKILL)
 
 
 def _drain(master: int) -> bytes | None:

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,13 +16,31 @@ from cao.config import defaults
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.names import validate_name
 from cao.config.pool import AccountPool, AccountView
-from cao.config.quota import classify_output, compile_patterns
+from cao.config.quota import (
+    QuotaKind,
+    QuotaSignal,
+    classify_output,
+    compile_patterns,
+    reset_from_text,
+    sane_reset,
+)
+from cao.config.sessions import (
+    SESSION_ID,
+    LimitWatch,
+    SessionError,
+    SessionFile,
+    copy_session,
+    find_session,
+    lost_compaction,
+    newest_session,
+)
 from cao.config.store import Store
 
 from . import relay
 from .base import app, local_time, say, store_of, warn
 from .codex import codex_env, find_codex
 from .gateway import fetch_status
+from .resume import continuation_argv, split_command, user_prompt
 
 SETTINGS_FILE = "cao.toml"  # in the data dir
 
@@ -104,10 +123,27 @@ def run(
     gateway_url: Annotated[
         str | None, typer.Option(help="Gateway URL [default: http://127.0.0.1:4319].")
     ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            help="On a limit, run the same command again from the start instead of "
+            "continuing the session."
+        ),
+    ] = False,
+    ask: Annotated[
+        bool, typer.Option(help="Wait for Enter before continuing on the next account.")
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID", help="Continue this session (see `cao sessions`) on a usable account."
+        ),
+    ] = None,
 ) -> None:
     """Run Codex (arguments after --), moving to the next account when one hits its usage limit.
 
-    On a terminal Codex runs on a pseudo-terminal cao relays, so the TUI works as usual.
+    On a terminal Codex runs on a pseudo-terminal cao relays, so the TUI works as usual. On a
+    limit the same session continues on the next account (`codex resume`), unless --restart.
     """
     store = store_of(ctx)
     pool = AccountPool(store)
@@ -119,6 +155,11 @@ def run(
         raise CaoError("no accounts yet: add one with `cao add NAME`")
     default = next((v for v in views if v.is_default), views[0])
     argv = codex_argv(find_codex(codex), list(ctx.args))
+    session: SessionFile | None = None
+    if resume is not None:
+        session = locate_session(views, resume)
+        if gateway or no_fallback or restart:
+            raise InvalidInput("--resume goes without --gateway, --no-fallback and --restart")
 
     if gateway:
         url = (gateway_url or defaults.gateway_url()).rstrip("/")
@@ -131,54 +172,127 @@ def run(
         exec_codex(argv, chosen.home)
     if gateway_url is not None:
         raise InvalidInput("--gateway-url goes with --gateway")
-    raise typer.Exit(
-        run_with_fallback(
-            pool,
-            argv,
-            account,
-            max_passes,
-            retry_delay,
-            cooldown_seconds,
-            extra_quota_patterns(store),
-        )
+    runner = FallbackRun(
+        pool, argv, extra_quota_patterns(store), cooldown_seconds, not restart, ask, session
     )
+    raise typer.Exit(runner.run(account, max_passes, retry_delay))
 
 
-def run_with_fallback(
-    pool: AccountPool,
-    argv: list[str],
-    first: str | None,
-    max_passes: int,
-    retry_delay: float,
-    cooldown: float,
-    patterns: list[re.Pattern[str]],
-) -> int:
-    previous: str | None = None
-    for number in range(1, max_passes + 1):
-        tried = candidates(pool.accounts(), first, time.time())
-        if not tried:
-            raise CaoError("no logged-in account: add one with `cao add NAME`")
-        for view in tried:
-            if previous is not None:
-                say(f"cao: running codex on account {view.name}")
-                pool.record_switch(previous, view.name, "quota")
-            code, tail = relay.run(argv, codex_env(view.home))
-            signal = classify_output(tail, patterns, time.time(), cooldown) if code else None
-            if signal is None:
-                return code  # success, an ordinary error, or Ctrl-C: Codex's own exit code
-            pool.mark_limited(view.name, signal)
-            resets = local_time(signal.resets_at)
-            say(f"cao: account {view.name} hit its usage limit (resets {resets})")
-            previous = view.name
-        if number < max_passes:
-            say(
-                f"cao: every account is limited; pass {number + 1} of {max_passes} in "
-                f"{retry_delay:g}s"
+def locate_session(views: list[AccountView], session_id: str) -> SessionFile:
+    """The newest copy of a session across the account homes."""
+    if not SESSION_ID.match(session_id):
+        raise InvalidInput(f"{session_id!r} is not a session id (see `cao sessions`)")
+    found = [s for v in views if (s := find_session(v.home, session_id)) is not None]
+    if not found:
+        raise CaoError(f"no session {session_id} in any account home (see `cao sessions`)")
+    return max(found, key=lambda s: s.modified)
+
+
+class FallbackRun:
+    """Codex on one account after another: on a usage limit the session continues on the next
+    account (its copy made resumable there), or the command runs again (--restart)."""
+
+    def __init__(
+        self,
+        pool: AccountPool,
+        argv: list[str],
+        patterns: list[re.Pattern[str]],
+        cooldown: float,
+        continue_session: bool,
+        ask: bool,
+        session: SessionFile | None,
+    ) -> None:
+        self.pool = pool
+        self.codex, self.args = argv[0], argv[1:]
+        self.patterns = patterns
+        self.cooldown = cooldown
+        self.continue_session = continue_session
+        self.ask = ask
+        self.session = session  # the session to continue, once there is one
+        self.interactive = not split_command(self.args).is_exec and relay.is_terminal()
+
+    def args_for(self, view: AccountView, resuming: bool) -> list[str]:
+        """What codex runs with on `view`: the user's command, or its continuation."""
+        session = self.session
+        if session is None or not (resuming or self.continue_session):
+            return self.args
+        try:
+            argv = continuation_argv(
+                self.args, session.id, user_prompt(self.args) if resuming else None
             )
-            time.sleep(retry_delay)
-    now = time.time()
-    for view in pool.accounts():
-        until = view.state.cooling_until
-        when = local_time(until) if until and until > now else "unknown"
-        say(f"cao: {view.name}: usage limit, resets {when}")
-    return 1
+            if session.home != view.home:
+                session, edit = copy_session(session, view.home)
+                self.session = session
+                if lost_compaction(edit):
+                    say("cao: the session's compacted summary was made by another account and "
+                        "stays behind")  # fmt: skip
+        except (SessionError, ValueError) as e:
+            if resuming:
+                raise CaoError(f"cannot resume session {session.id}: {e}") from None
+            say(f"cao: cannot continue the session ({e}); running codex again from the start")
+            self.session = None
+            return self.args
+        say(f"cao: continuing session {session.id} on account {view.name}")
+        return argv
+
+    def limit_of(self, code: int, tail: str, watch: LimitWatch | None) -> QuotaSignal | None:
+        now = time.time()
+        if watch is not None and watch.message is not None:  # the TUI waits on a limit
+            resets_at = reset_from_text(watch.message, datetime.fromtimestamp(now).astimezone())
+            return QuotaSignal(QuotaKind.USAGE_LIMIT, sane_reset(resets_at, now, self.cooldown))
+        return classify_output(tail, self.patterns, now, self.cooldown) if code else None
+
+    def run(self, first: str | None, max_passes: int, retry_delay: float) -> int:
+        previous: str | None = None
+        resuming = self.session is not None
+        for number in range(1, max_passes + 1):
+            tried = candidates(self.pool.accounts(), first, time.time())
+            if not tried:
+                raise CaoError("no logged-in account: add one with `cao add NAME`")
+            for view in tried:
+                if previous is not None:
+                    self.pool.record_switch(previous, view.name, "quota")
+                    if self.ask:
+                        wait_for_enter(view.name)
+                    say(f"cao: running codex on account {view.name}")
+                args = self.args_for(view, resuming) if previous or resuming else self.args
+                resuming = False
+                started = time.time()
+                watch = LimitWatch(view.home, started) if self.interactive else None
+                code, tail = relay.run(
+                    [self.codex, *args], codex_env(view.home), watch.poll if watch else None
+                )
+                signal = self.limit_of(code, tail, watch)
+                if signal is None:
+                    return code  # success, an ordinary error, or Ctrl-C: Codex's own exit code
+                self.pool.mark_limited(view.name, signal)
+                resets = local_time(signal.resets_at)
+                say(f"cao: account {view.name} hit its usage limit (resets {resets})")
+                if self.continue_session:
+                    found = (watch.session if watch else None) or newest_session(view.home, started)
+                    if found is not None:
+                        self.session = found
+                    elif self.session is None:
+                        say("cao: no session file found to continue; the next account runs "
+                            "the command again")  # fmt: skip
+                previous = view.name
+            if number < max_passes:
+                say(
+                    f"cao: every account is limited; pass {number + 1} of {max_passes} in "
+                    f"{retry_delay:g}s"
+                )
+                time.sleep(retry_delay)
+        now = time.time()
+        for view in self.pool.accounts():
+            until = view.state.cooling_until
+            when = local_time(until) if until and until > now else "unknown"
+            say(f"cao: {view.name}: usage limit, resets {when}")
+        return 1
+
+
+def wait_for_enter(name: str) -> None:
+    """--ask: the user decides when (and whether) to go on."""
+    sys.stderr.write(f"cao: press Enter to continue on account {name} (Ctrl-C to stop) ")
+    sys.stderr.flush()
+    if not sys.stdin.readline():
+        raise CaoError("stopped: no answer on standard input")
