@@ -10,6 +10,7 @@ new one refuses: the copy goes without it (config/history.py, the rewrite the ga
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -179,6 +180,13 @@ class LimitWatch:
     session: SessionFile | None = None
     candidates: list[SessionFile] = field(default_factory=list)
     next_scan: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Only what Codex writes from now on counts: a resumed session (or a copy of one)
+        # already holds the limit that ended it on another account.
+        for session in session_files(self.home):
+            with contextlib.suppress(OSError):
+                self.offsets[session.path] = session.path.stat().st_size
 
     def poll(self) -> bool:
         """True once a turn of a session written since `since` stopped on a usage limit."""

@@ -124,3 +124,35 @@ def session_id(output: str) -> str:
 def resume_args(session: str, prompt: str) -> list[str]:
     """`codex exec ... resume <id> <prompt>`: the next turn of a recorded session."""
     return [*EXEC_ARGS, "resume", session, prompt]
+
+
+def record_session(codex: Path, root: Path) -> tuple[dict[str, bytes], Path]:
+    """One session recorded by the real Codex against the fake: a tool-call turn, then turns
+    until a remote compaction. Returns the raw (zstd) bodies of the tool call's follow-up and
+    of the turn after the compaction, and Codex's home (its rollout file is in sessions/)."""
+    from tests.fakes.upstream import Answer, FakeUpstream
+
+    fake = FakeUpstream().start()
+    try:
+        home = make_user_home(root, fake)
+        config = home / "config.toml"
+        url = f"{fake.url}/backend-api/codex"
+        config.write_text(
+            f'openai_base_url = "{url}"\nmodel_auto_compact_token_limit = 5000\n'
+            + config.read_text()
+        )
+        fake.wham_account_id = None
+        fake.queue("acct-user", Answer("tool"))
+        first = run_codex([str(codex), *EXEC_ARGS, "use the clock"], home, root)
+        assert first.returncode == 0, first.stderr
+        tool_follow_up = fake.model_requests()[1]
+        fake.usage_tokens = 9_000_000  # reported by turn 2: Codex compacts before turn 3
+        session = session_id(first.stderr)
+        for prompt in ("go on", "and on"):
+            turn = run_codex([str(codex), *resume_args(session, prompt)], home, root)
+            assert turn.returncode == 0, turn.stderr
+        assert fake.compactions == 1
+        bodies = {"tool": tool_follow_up.raw, "compaction": fake.model_requests()[-1].raw}
+        return bodies, home
+    finally:
+        fake.stop()

@@ -203,9 +203,10 @@ class Terminal:
     def resize(self, rows: int, cols: int) -> None:
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
-    def expect(self, text: str, timeout: float = 15) -> float:
+    def expect(self, text: str, timeout: float = 15, since: int = 0) -> float:
+        """Wait until `text` appears in the output (after byte `since`)."""
         deadline = time.monotonic() + timeout
-        while text.encode() not in self.output:
+        while text.encode() not in self.output[since:]:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{text!r} not seen in {self.output!r}")

@@ -5,7 +5,6 @@ classifier of the backend's refusals in every shape seen in the wild."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,16 +21,8 @@ from cao.config.history import (
     rewrite_request,
     strip_items,
 )
-from tests.codex_harness import (
-    CODEX_VERSIONS,
-    EXEC_ARGS,
-    codex_binary,
-    make_user_home,
-    resume_args,
-    run_codex,
-    session_id,
-)
-from tests.fakes.upstream import Answer, FakeUpstream, check_input, read_blob
+from tests.codex_harness import CODEX_VERSIONS, codex_binary, record_session
+from tests.fakes.upstream import check_input, read_blob
 
 
 def owner(item: dict[str, Any]) -> str | None:
@@ -51,35 +42,11 @@ def foreign_to(account: str, body: bytes) -> Any:
 @pytest.fixture(scope="module", params=CODEX_VERSIONS)
 def captured(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, bytes]]:
+) -> dict[str, bytes]:
     """Raw (zstd) request bodies of the real Codex: the follow-up of a tool call (reasoning,
     function_call and its output) and a turn after remote compaction (a compaction item)."""
-    codex = codex_binary(request.param)
-    fake = FakeUpstream().start()
-    try:
-        root = tmp_path_factory.mktemp("capture")
-        home = make_user_home(root, fake)
-        config = home / "config.toml"
-        url = f"{fake.url}/backend-api/codex"
-        config.write_text(
-            f'openai_base_url = "{url}"\nmodel_auto_compact_token_limit = 5000\n'
-            + config.read_text()
-        )
-        fake.wham_account_id = None
-        fake.queue("acct-user", Answer("tool"))
-        first = run_codex([str(codex), *EXEC_ARGS, "use the clock"], home, root)
-        assert first.returncode == 0, first.stderr
-        tool_follow_up = fake.model_requests()[1]
-        fake.usage_tokens = 9_000_000  # reported by turn 2: Codex compacts before turn 3
-        session = session_id(first.stderr)
-        for prompt in ("go on", "and on"):
-            turn = run_codex([str(codex), *resume_args(session, prompt)], home, root)
-            assert turn.returncode == 0, turn.stderr
-        assert fake.compactions == 1
-        after_compaction = fake.model_requests()[-1]
-        yield {"tool": tool_follow_up.raw, "compaction": after_compaction.raw}
-    finally:
-        fake.stop()
+    bodies, _ = record_session(codex_binary(request.param), tmp_path_factory.mktemp("capture"))
+    return bodies
 
 
 @pytest.mark.codex

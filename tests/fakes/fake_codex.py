@@ -7,6 +7,8 @@
 - FAKE_CODEX_QUOTA: comma-separated account names that print Codex's usage-limit message and
   exit 1 (FAKE_CODEX_QUOTA_TEXT overrides the message).
 - FAKE_CODEX_MESSAGE: printed (stderr) before exiting with FAKE_CODEX_EXIT.
+- FAKE_CODEX_SESSION: `ok` writes a session file (rollout) like Codex's in CODEX_HOME, `garbage`
+  one cao cannot read.
 """
 
 import json
@@ -50,6 +52,19 @@ if args[:1] == ["login"]:
 if args[:1] == ["--version"]:
     print("codex-cli 0.0.0-fake")
     sys.exit(0)
+SESSION_ID = "01a234c0-0000-7000-8000-00000000abcd"
+rollout_kind = os.environ.get("FAKE_CODEX_SESSION")
+if rollout_kind and "resume" not in args:
+    day = Path(home) / "sessions" / "2026" / "12" / "02"
+    day.mkdir(parents=True, exist_ok=True)
+    meta = {"type": "session_meta", "payload": {"id": SESSION_ID, "cwd": "/w",
+            "timestamp": "2026-12-02T03:00:00Z"}}  # fmt: skip
+    user = {"type": "response_item", "payload": {"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "the task"}]}}  # fmt: skip
+    body = (
+        "not json\n" if rollout_kind == "garbage" else f"{json.dumps(meta)}\n{json.dumps(user)}\n"
+    )
+    (day / f"rollout-2026-12-02T03-00-00-{SESSION_ID}.jsonl").write_text(body)
 print(f"codex working on {account}", flush=True)
 if account and account in os.environ.get("FAKE_CODEX_QUOTA", "").split(","):
     print(os.environ.get("FAKE_CODEX_QUOTA_TEXT", USAGE_LIMIT), file=sys.stderr, flush=True)
