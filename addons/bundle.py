@@ -6,8 +6,9 @@ import logging
 
 from mitmproxy import ctx
 
-from cao.config.defaults import CODEX_API_PATH, gateway_url
+from cao.config.defaults import GATEWAY_PORT, gateway_url
 
+from .access import AccessGuard
 from .debug import CaptureBody
 from .gateway import Gateway
 from .history import HistoryGuard
@@ -37,15 +38,16 @@ class Startup:
         views = self.gateway.live.views()
         ready = sum(1 for v in views if v.auth.logged_in)
         mode = "passthrough auth" if self.gateway.passthrough else f"{ready} account(s)"
+        port = f" --port {tcp[0][1]}" if int(tcp[0][1]) != GATEWAY_PORT else ""
+        # The base URL holds the install's key: the log names the command that prints it.
         log.info(
-            "cao gateway listening on %s -> %s (%s). Route Codex through it: `cao gateway enable"
-            ' --url %s` or codex -c openai_base_url="%s%s"',
+            "cao gateway listening on %s -> %s (%s). Route Codex through it: `cao gateway "
+            'enable%s`, or codex -c openai_base_url="$(cao gateway url%s)"',
             url,
             ctx.options.cao_upstream,
             mode,
-            url,
-            url,
-            CODEX_API_PATH,
+            port,
+            port,
         )
 
 
@@ -81,6 +83,7 @@ def make_addons() -> list[object]:
     gateway = Gateway()
     return [
         gateway,
+        AccessGuard(),  # first: nothing else runs for a request that is not the user's Codex
         UnusedBuiltins(),
         Startup(gateway),
         StatusEndpoint(gateway),

@@ -15,6 +15,7 @@ class FlowDecision:
     """What the gateway decided for one flow, in `flow.metadata[META]`. Never a secret."""
 
     started: float
+    client_path: str | None = field(default=None, repr=False)  # as Codex sent it (with the key)
     passthrough: bool = False  # Codex's own auth goes upstream (not model traffic, or the option)
     account: str | None = None  # the pool account serving it (None: answered locally)
     conversation: str | None = None
@@ -41,3 +42,19 @@ class FlowDecision:
 def decision_of(flow: http.HTTPFlow) -> FlowDecision | None:
     decision = flow.metadata.get(META)
     return decision if isinstance(decision, FlowDecision) else None
+
+
+def decision_for(flow: http.HTTPFlow, started: float) -> FlowDecision:
+    """The flow's decision, opened if no addon did yet."""
+    decision = decision_of(flow)
+    if decision is None:
+        decision = flow.metadata[META] = FlowDecision(started=started)
+    return decision
+
+
+def redirect_to_same(flow: http.HTTPFlow) -> http.Response:
+    """A 307 to the URL Codex used (Codex re-sends the same request to it)."""
+    decision = decision_of(flow)
+    path = decision.client_path if decision and decision.client_path else flow.request.path
+    # A relative Location: the client resolves it against the gateway's own address.
+    return http.Response.make(307, b"", {"location": path, "cache-control": "no-store"})

@@ -42,9 +42,16 @@ def token_fingerprint(token: str | None) -> str:
     return hashlib.sha256((token or "").encode()).hexdigest()[:16]
 
 
+# The endpoints Codex uses that get a pool account's token; anything else under the base URL
+# keeps Codex's own auth.
+MODEL_ENDPOINTS = frozenset(
+    defaults.CODEX_API_PATH + suffix for suffix in ("/responses", "/responses/compact", "/models")
+)
+
+
 def is_model_path(path: str) -> bool:
     """Only model traffic is re-routed; anything else keeps Codex's own auth."""
-    return path.startswith(defaults.CODEX_API_PATH + "/") or path == defaults.CODEX_API_PATH
+    return path.split("?", 1)[0] in MODEL_ENDPOINTS
 
 
 class Gateway:
@@ -64,6 +71,7 @@ class Gateway:
         self.debug = DebugHeaders()
         self._refresh_client: httpx.Client | None = None
         self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._recovery_locks: dict[str, asyncio.Lock] = {}
         self._forced_refresh: dict[str, float] = {}
 
     def load(self, loader: Loader) -> None:
@@ -173,7 +181,14 @@ class Gateway:
                     refresh_tokens, view.home, ctx.options.cao_auth_url, self.refresh_client(),
                     seen, force,
                 )  # fmt: skip
-            except RefreshFailed as failure:
+            except Exception as error:
+                # Whatever went wrong, this account is not used for this request: the next
+                # one is tried (fail closed, never Codex's own credentials).
+                failure = (
+                    error
+                    if isinstance(error, RefreshFailed)
+                    else RefreshFailed(f"unexpected {type(error).__name__}", False)
+                )
                 if failure.permanent:
                     self.live.mark_needs_login(name, failure.reason)
                 else:
@@ -182,27 +197,31 @@ class Gateway:
                         time.time() + TRANSIENT_REFRESH_COOLDOWN,
                         f"refresh failed: {failure.reason}",
                     )
-                raise
+                raise failure from None
         if result.refreshed:
             log.info("account %s: token refreshed", name)
         return result.auth
 
     async def recover_unauthorized(self, name: str, used_token: str | None) -> None:
-        """After an upstream 401: refresh once (unless another process already did); a second
-        401 soon after means the login is gone."""
-        now = time.time()
-        if now - self._forced_refresh.get(name, 0.0) < REPEATED_401_WINDOW:
-            self.live.mark_needs_login(name, "upstream 401 with a fresh token")
-            return
-        self._forced_refresh[name] = now
-        view = self.live.view(name)
-        if view is None:
-            return
-        current = view.auth.access_token or ""
-        if used_token is not None and token_fingerprint(current) != used_token:
-            return  # rotated by someone else since: the re-send uses the new token
-        with contextlib.suppress(RefreshFailed):  # marked; the re-send goes to another account
-            await self.fresh_auth(view, force=True, seen=current)
+        """After an upstream 401: a request sent with a token older than the account's current
+        one is simply re-sent (another request's refresh rotated it meanwhile); else refresh once
+        (unless another process already did). A 401 for the token a refresh just gave means
+        the login is gone. One 401 at a time per account, so a rotation is seen by the rest."""
+        lock = self._recovery_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            view = self.live.view(name)
+            if view is None:
+                return
+            current = view.auth.access_token or ""
+            if used_token is not None and token_fingerprint(current) != used_token:
+                return  # rotated since it was sent: the re-send uses the new token
+            now = time.time()
+            if now - self._forced_refresh.get(name, 0.0) < REPEATED_401_WINDOW:
+                self.live.mark_needs_login(name, "upstream 401 with a fresh token")
+                return
+            self._forced_refresh[name] = now
+            with contextlib.suppress(RefreshFailed):  # marked; the re-send goes elsewhere
+                await self.fresh_auth(view, force=True, seen=current)
 
     def refresh_client(self) -> httpx.Client:
         if self._refresh_client is None:

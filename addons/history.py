@@ -14,7 +14,8 @@ from cao.config.history import is_rejection
 from cao.config.pool import AccountView
 from cao.config.tokens import RefreshFailed
 
-from .decision import FlowDecision, decision_of
+from .access import fail_closed
+from .decision import FlowDecision, decision_of, redirect_to_same
 from .gateway import Gateway
 from .stream import AnswerReader
 from .upstream import resend
@@ -55,6 +56,7 @@ class HistoryGuard:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         decision = decision_of(flow)
         if decision is None or decision.account is None or flow.response is not None:
@@ -76,9 +78,7 @@ class HistoryGuard:
             return
         if ctx.options.cao_retry_mode == "redirect" and decision.conversation:
             # Codex re-sends the same body; the conversation is now stripped up front.
-            flow.response = http.Response.make(
-                307, b"", {"location": flow.request.path, "cache-control": "no-store"}
-            )
+            flow.response = redirect_to_same(flow)
             decision.retry = decision.account
             return
         view = self.gateway.live.view(decision.account)

@@ -10,7 +10,7 @@ from mitmproxy import ctx, http
 from cao.config.quota import QuotaKind, QuotaSignal, classify_error, usage_limit_body
 from cao.config.tokens import RefreshFailed
 
-from .decision import FlowDecision, decision_of
+from .decision import FlowDecision, decision_of, redirect_to_same
 from .gateway import Gateway, token_fingerprint
 from .history import send_for
 from .router import JSON
@@ -63,10 +63,7 @@ class QuotaRetry:
         if choice.account is None:
             self.exhausted(flow, signal)
             return
-        # A relative Location: the client resolves it against the gateway's own address.
-        flow.response = http.Response.make(
-            307, b"", {"location": flow.request.path, "cache-control": "no-store"}
-        )
+        flow.response = redirect_to_same(flow)
         decision.retry = choice.account.name
 
     async def retry_inline(

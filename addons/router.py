@@ -10,10 +10,12 @@ import time
 from mitmproxy import http
 
 from cao.config import defaults
+from cao.config.access import hide_route
 from cao.config.quota import usage_limit_body
 from cao.config.tokens import RefreshFailed
 
-from .decision import META, FlowDecision, decision_of
+from .access import fail_closed
+from .decision import decision_for, decision_of
 from .gateway import Gateway, is_model_path, token_fingerprint
 from .redact import redact, set_secret_header
 from .routing import TURN_STATE_HEADER, conversation_id, is_continuation
@@ -34,7 +36,7 @@ class StatusEndpoint:
         self.gateway = gateway
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.request.path.split("?", 1)[0] == defaults.STATUS_PATH:
+        if flow.response is None and flow.request.path.split("?", 1)[0] == defaults.STATUS_PATH:
             flow.response = json_response(200, self.gateway.status_document())
 
 
@@ -55,12 +57,12 @@ class AccountRouter:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         request = flow.request
-        decision = FlowDecision(started=time.time())
-        flow.metadata[META] = decision
+        decision = decision_for(flow, time.time())
         if self.gateway.passthrough or not is_model_path(request.path):
             decision.passthrough = True
             if "authorization" in request.headers:  # Codex's own token, forwarded as it is
@@ -128,5 +130,5 @@ class RequestLog:
         account = "-"
         if decision is not None:
             account = decision.account or ("passthrough" if decision.passthrough else "-")
-        path = flow.request.path.split("?", 1)[0]
+        path = hide_route(flow.request.path.split("?", 1)[0])
         log.info("%s %s account=%s %s %.0fms", flow.request.method, path, account, outcome, took)

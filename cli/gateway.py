@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import typer
 
 from cao.config import defaults
+from cao.config.access import codex_base_url, gateway_key, status_url
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import ensure_private_dir
 from cao.config.pool import AccountPool
@@ -26,6 +27,10 @@ from cao.config.store import Store
 from .base import JsonFlag, gateway_app, print_json, say, status_words, store_of, warn
 from .codex import find_codex
 from .shim import default_bin_dir, install_shim, path_problem, remove_shim
+
+# Comfortably above Codex's largest requests: a full context window is ~1 MB of JSON and an
+# image is resized to 2048 px (a few MB as base64), and each request is zstd-compressed.
+BODY_LIMIT = "32m"
 
 
 class RetryMode(StrEnum):
@@ -120,6 +125,11 @@ def mitm_args(
         "--set", f"cao_retry_mode={retry_mode}",
         "--set", f"cao_cooldown_seconds={cooldown_seconds}",
         "--set", f"cao_switch_at={switch_at}",
+        # The gateway checks the client's Host itself, then names the upstream (access.py).
+        "--set", "keep_host_header=true",
+        # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
+        # declared length, and a chunked body as it grows).
+        "--set", f"body_size_limit={BODY_LIMIT}",
     ]  # fmt: skip
     if upstream_ca is not None:
         args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
@@ -203,6 +213,7 @@ def start(
     if port and port_in_use(host, port):
         raise CaoError(f"port {port} on {host} is in use (another gateway? try --port)")
     store.ensure()
+    gateway_key(store)  # made before mitmdump starts: its addon only reads it
     ensure_private_dir(store.data_dir / ".mitmproxy")
     tool = mitm_tool("mitmweb" if web else "mitmdump")
     args = mitm_args(
@@ -217,8 +228,9 @@ def start(
     os.execv(tool, [tool, *args])  # noqa: S606
 
 
-def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The gateway's /__cao/status document, or None when nothing (or not a gateway) answers."""
+def fetch_status(url: str, key: str | None, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The gateway's /__cao/status document, or None when nothing (or not a gateway of this
+    data dir: it refuses another install's key) answers."""
     # http.client, not urllib: urllib builds an SSL context on first use (~60 ms with its
     # import), and the gateway listens on plain HTTP.
     import http.client
@@ -230,7 +242,8 @@ def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     try:
         connection = connection_type(parts.hostname or "", parts.port, timeout=timeout)
         try:
-            connection.request("GET", parts.path.rstrip("/") + defaults.STATUS_PATH)
+            path = urlsplit(status_url(url, key or "no-key")).path
+            connection.request("GET", path, headers={"host": parts.netloc})
             answer = connection.getresponse()
             document = json.loads(answer.read()) if answer.status == 200 else None
         finally:
@@ -250,13 +263,14 @@ def status(
 ) -> None:
     """Is a gateway answering (exit 0) or not (exit 1), and is each account ready."""
     target = (url or defaults.gateway_url(host, port)).rstrip("/")
-    document = fetch_status(target)
+    store = store_of(ctx)
+    document = fetch_status(target, gateway_key(store, create=False))
     if as_json:
         print_json({"url": target, "running": document is not None, "status": document})
         raise typer.Exit(0 if document else 1)
     if document is None:
         say(f"gateway: not answering at {target} (start it with `cao gateway start`)")
-        for view in AccountPool(store_of(ctx)).accounts():
+        for view in AccountPool(store).accounts():
             say(f"  {view.name}: {view.availability(time.time()).value}")
         raise typer.Exit(1)
     gw = document.get("gateway", {})
@@ -274,8 +288,24 @@ BinDir = Annotated[
 ]
 
 
+@gateway_app.command("url")
+def url_(
+    ctx: typer.Context,
+    host: Host = defaults.GATEWAY_HOST,
+    port: Port = defaults.GATEWAY_PORT,
+) -> None:
+    """Print the exact openai_base_url Codex must use for the gateway (one line).
+
+    It carries this install's key, made on first use; the gateway need not be running.
+    """
+    key = gateway_key(store_of(ctx))
+    assert key is not None
+    print(codex_base_url(defaults.gateway_url(host, port), key))
+
+
 @gateway_app.command()
 def enable(
+    ctx: typer.Context,
     url: Annotated[str | None, typer.Option(help="Gateway URL the shim points Codex at.")] = None,
     codex: Annotated[Path | None, typer.Option(help="The real codex binary.")] = None,
     bin_dir: BinDir = None,
@@ -284,7 +314,9 @@ def enable(
     target = origin(url, "--url") if url else defaults.gateway_url()
     directory = bin_dir or default_bin_dir()
     real = find_codex(codex)
-    shim = install_shim(directory, real, target)
+    key = gateway_key(store_of(ctx))
+    assert key is not None
+    shim = install_shim(directory, real, codex_base_url(target, key))
     say(f"enabled: {shim} runs {real} through {target}")
     if problem := path_problem(directory, real):
         warn(problem)

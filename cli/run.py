@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cao.config import defaults
+from cao.config.access import codex_base_url, gateway_key
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.names import validate_name
 from cao.config.pool import AccountPool, AccountView
@@ -163,9 +164,11 @@ def run(
 
     if gateway:
         url = (gateway_url or defaults.gateway_url()).rstrip("/")
-        if fetch_status(url) is None:
+        key = gateway_key(store)
+        if fetch_status(url, key) is None:
             warn(f"no gateway answers at {url}: start it with `cao gateway start`")
-        override = f'openai_base_url="{url}{defaults.CODEX_API_PATH}"'
+        assert key is not None
+        override = f'openai_base_url="{codex_base_url(url, key)}"'
         exec_codex([argv[0], "-c", override, *argv[1:]], default.home)
     if no_fallback:
         chosen = next(v for v in views if v.name == (account or default.name))

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from cao.config.defaults import CODEX_API_PATH
+from cao.config.access import gateway_of
 from cao.config.errors import CaoError
 from cao.config.files import write_atomic
 
@@ -18,14 +18,17 @@ def default_bin_dir() -> Path:
     return Path.home() / ".local" / "bin"
 
 
-def render_shim(real_codex: Path, gateway: str) -> str:
-    base_url = gateway.rstrip("/") + CODEX_API_PATH
+SHIM_MODE = 0o700  # it holds the gateway key: only its owner may read it
+
+
+def render_shim(real_codex: Path, base_url: str) -> str:
+    """`base_url`: what `cao gateway url` prints (it carries the install's key)."""
     override = f'openai_base_url="{base_url}"'
     return (
         "#!/bin/sh\n"
         f"{SHIM_MARKER}\n"
         "# Written by `cao gateway enable`; `cao gateway disable` removes it.\n"
-        f"# Routes Codex through the cao gateway at {gateway}.\n"
+        f"# Routes Codex through the cao gateway at {gateway_of(base_url)}.\n"
         "# OPENAI_BASE_URL is for Codex versions before 0.119; newer ones read the -c override.\n"
         f"OPENAI_BASE_URL={shlex.quote(base_url)}\n"
         "export OPENAI_BASE_URL\n"
@@ -33,7 +36,7 @@ def render_shim(real_codex: Path, gateway: str) -> str:
     )
 
 
-def install_shim(bin_dir: Path, real_codex: Path, gateway: str) -> Path:
+def install_shim(bin_dir: Path, real_codex: Path, base_url: str) -> Path:
     shim = bin_dir / "codex"
     if (shim.exists() or shim.is_symlink()) and not is_cao_shim(shim):
         raise CaoError(f"{shim} exists and is not cao's shim; refusing to overwrite it")
@@ -42,7 +45,7 @@ def install_shim(bin_dir: Path, real_codex: Path, gateway: str) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     if shim.is_symlink():
         shim.unlink()
-    write_atomic(shim, render_shim(real_codex, gateway).encode(), mode=0o755)
+    write_atomic(shim, render_shim(real_codex, base_url).encode(), mode=SHIM_MODE)
     return shim
 
 
@@ -57,7 +60,7 @@ def shim_gateway(shim: Path) -> str | None:
     for line in lines:
         if line.startswith("OPENAI_BASE_URL="):
             words = shlex.split(line.partition("=")[2])
-            return words[0].removesuffix(CODEX_API_PATH) if words else None
+            return gateway_of(words[0]) if words else None
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from cao.config import defaults
+from cao.config.access import gateway_key, key_path
 from cao.config.auth import AUTH_FILE
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.pool import (
@@ -35,7 +36,7 @@ from .base import (
     store_of,
     window_label,
 )
-from .codex import CODEX_INSTALL, find_codex
+from .codex import CODEX_INSTALL, find_codex, is_cao_shim
 from .gateway import BinDir, fetch_status, origin
 from .shim import default_bin_dir, path_problem, shim_gateway
 
@@ -107,8 +108,8 @@ def shim_info(bin_dir: Path) -> ShimInfo:
     return ShimInfo(str(shim), True, url, problem)
 
 
-def gateway_info(url: str) -> dict[str, Any]:
-    answer = fetch_status(url, timeout=GATEWAY_TIMEOUT)
+def gateway_info(store: Store, url: str) -> dict[str, Any]:
+    answer = fetch_status(url, gateway_key(store, create=False), timeout=GATEWAY_TIMEOUT)
     gateway = answer.get("gateway", {}) if answer else {}
     return {
         "url": url,
@@ -130,7 +131,7 @@ def status_document(
         "version": STATUS_VERSION,
         "generated_at": now,
         "data_dir": str(store.data_dir),
-        "gateway": gateway_info(url),
+        "gateway": gateway_info(store, url),
         "shim": asdict(shim),
         "summary": {
             "accounts": len(views),
@@ -389,13 +390,15 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
     return checks
 
 
-def check_shim(document: dict[str, Any], bin_dir: Path) -> list[Check]:
+def check_shim(store: Store, document: dict[str, Any], bin_dir: Path) -> list[Check]:
     shim, gw = document["shim"], document["gateway"]
     if not shim["enabled"]:
         return [Check(Level.OK, "codex shim not enabled (Codex talks to ChatGPT directly)")]
     checks = []
     # The gateway asked may be another one (--url): what matters is the one the shim uses.
-    answers = gw["running"] if shim["url"] == gw["url"] else gateway_info(shim["url"])["running"]
+    answers = (
+        gw["running"] if shim["url"] == gw["url"] else gateway_info(store, shim["url"])["running"]
+    )
     if not answers:
         checks.append(Check(
             Level.ERROR,
@@ -417,8 +420,15 @@ def _loose(path: Path, allowed: int) -> bool:
         return False
 
 
-def check_permissions(store: Store, views: list[AccountView]) -> list[Check]:
+def check_permissions(store: Store, views: list[AccountView], bin_dir: Path) -> list[Check]:
     checks = []
+    shim = bin_dir / "codex"
+    secrets = [(key_path(store), "the gateway key"), (shim, "the codex shim, with the key")]
+    for path, what in secrets:
+        if path.is_file() and (path.name != "codex" or is_cao_shim(path)) and _loose(path, 0o700):
+            checks.append(Check(
+                Level.ERROR, f"{path} ({what}) is readable by others", f"chmod go-rwx {path}"
+            ))  # fmt: skip
     for directory in [store.data_dir, *(v.home for v in views)]:
         if directory.is_dir() and not directory.is_symlink() and _loose(directory, 0o700):
             checks.append(Check(
@@ -440,8 +450,8 @@ def doctor_checks(
     return [
         check_codex(),
         *check_accounts(views, now),
-        *check_shim(document, bin_dir),
-        *check_permissions(store, views),
+        *check_shim(store, document, bin_dir),
+        *check_permissions(store, views, bin_dir),
     ]
 
 

@@ -66,3 +66,15 @@ def quarantine(path: Path, reason: str) -> Path:
     os.replace(path, target)
     log.warning("%s is not valid (%s); kept it as %s and started empty", path, reason, target.name)
     return target
+
+
+def read_private_text(path: Path) -> str | None:
+    """A small secret file's text (None if missing or unreadable); its mode is tightened to
+    0600 if someone loosened it."""
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            path.chmod(FILE_MODE)
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None

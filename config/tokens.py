@@ -25,7 +25,7 @@ from .defaults import CODEX_CLIENT_ID, REFRESH_MARGIN_SECONDS
 
 REFRESH_LOCK = "auth.lock"  # Codex's refresh lock
 COMMIT_LOCK = "auth.json.lock"  # Codex's lock for writing auth.json
-LOCK_TIMEOUT = 30.0
+LOCK_TIMEOUT = 5.0  # bounded: a lock another process holds longer means "try another account"
 ADOPT_WAIT = 3.0  # how long a `refresh_token_reused` waits for another process's commit
 PERMANENT_ERRORS = frozenset({
     "refresh_token_reused", "refresh_token_expired", "refresh_token_invalidated", "invalid_grant",
@@ -107,7 +107,26 @@ def refresh_tokens(
 ) -> RefreshResult:
     """Make the account's access token fresh. `seen_access_token` is the token the caller holds:
     if auth.json already has another one that is fresh, it is adopted without a refresh. `force`
-    refreshes even an unexpired token (after an upstream 401). Blocking: run in a thread."""
+    refreshes even an unexpired token (after an upstream 401). Blocking: run in a thread.
+    A lock held elsewhere past LOCK_TIMEOUT, or a file that cannot be read or written, is a
+    transient RefreshFailed."""
+    try:
+        return _refresh_locked(home, auth_url, client, seen_access_token, force, margin, adopt_wait)
+    except filelock.Timeout:
+        raise RefreshFailed("auth.lock held by another process", False) from None
+    except OSError as e:
+        raise RefreshFailed(f"cannot use {home.name}'s files: {e.strerror or e}", False) from None
+
+
+def _refresh_locked(
+    home: Path,
+    auth_url: str,
+    client: httpx.Client,
+    seen_access_token: str | None,
+    force: bool,
+    margin: float,
+    adopt_wait: float,
+) -> RefreshResult:
     with account_lock(home):
         current = read_auth(home)
         if not current.logged_in:

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import CAO, assert_no_secret, cao_env
+from tests.helpers import CAO, assert_no_secret, cao_env, remember
 
 LISTENING = re.compile(r"cao gateway listening on (http://[\d.:\[\]a-z]+)")
 
@@ -33,7 +33,8 @@ class GatewayProcess:
         ]
         self.env = env or cao_env(data_dir)
         self.lines: list[str] = []
-        self.url = ""
+        self.url = ""  # the gateway's origin, as it logs it
+        self.base = ""  # the origin and this install's key: where Codex's requests go
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30) -> GatewayProcess:
@@ -51,6 +52,8 @@ class GatewayProcess:
             for line in list(self.lines):
                 if m := LISTENING.search(line):
                     self.url = m.group(1)
+                    key = (self.data_dir / "gateway.key").read_text().strip()
+                    self.base = f"{self.url}/cao/{remember(key)}"
                     return self
             if self.proc.poll() is not None:
                 time.sleep(0.2)

@@ -177,7 +177,7 @@ async def test_guard_answers_a_refusal_with_a_307_once(gateway: Gateway) -> None
     assert gateway.conversations.record("t1").strip_unknown
     again = tflow.tflow(req=zstd_request(body(USER)))
     again.metadata[META] = decision("b")
-    guard.request(again)  # the re-send is stripped up front...
+    await guard.request(again)  # the re-send is stripped up front...
     assert decision_of(again).stripped_unknown  # type: ignore[union-attr]
     again.response = refused()
     await guard.response(again)

@@ -60,7 +60,7 @@ class World:
 
     def status(self) -> dict[str, object]:
         assert self.gateway is not None
-        return dict(httpx.get(self.gateway.url + "/__cao/status").json()["history"])
+        return dict(httpx.get(self.gateway.base + "/__cao/status").json()["history"])
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def turn(client: httpx.Client, conversation: str = "conv-1", **headers: str) -> 
 
 
 def status(gw: GatewayProcess) -> dict[str, dict[str, object]]:
-    doc = httpx.get(gw.url + "/__cao/status").json()
+    doc = httpx.get(gw.base + "/__cao/status").json()
     return {a["name"]: a for a in doc["accounts"]}
 
 
@@ -77,7 +77,7 @@ def test_plain_turn_uses_default_account_and_streams(
     arrivals: list[float] = []
     started = time.monotonic()
     with (
-        httpx.Client(base_url=gw.url) as client,
+        httpx.Client(base_url=gw.base) as client,
         client.stream(
             "POST", MODEL, content=b"{}", headers={"authorization": "Bearer codex-own-token"}
         ) as response,
@@ -104,7 +104,7 @@ def test_usage_limit_moves_request_to_next_account(
     resets_at = int(time.time()) + 5400
     upstream.queue("acct-a", Answer("quota", resets_at=resets_at))
     gw = start_gateway("--retry-mode", mode)
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         response = turn(client, **{"x-codex-turn-state": "minted-by-a"})
     assert response.status_code == 200
     assert b"hello from acct-b" in response.content
@@ -125,7 +125,7 @@ def test_in_stream_usage_failure_moves_next_request(
 ) -> None:
     upstream.queue("acct-a", Answer("sse_quota"))
     gw = start_gateway()
-    with httpx.Client(base_url=gw.url) as client:
+    with httpx.Client(base_url=gw.base) as client:
         first = turn(client)
         assert first.status_code == 200 and b"response.failed" in first.content
         second = turn(client)
@@ -142,7 +142,7 @@ def test_all_exhausted_gives_earliest_reset(
     upstream.queue("acct-a", Answer("quota", resets_at=later))
     upstream.queue("acct-b", Answer("quota", resets_at=soon))
     gw = start_gateway("--retry-mode", mode)
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         response = turn(client)
         assert response.status_code == 429
         error = response.json()["error"]
@@ -160,7 +160,7 @@ def test_conversation_stays_on_its_account(
 ) -> None:
     upstream.queue("acct-a", Answer("quota"))
     gw = start_gateway()
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         assert b"acct-b" in turn(client, "old").content
         # Account a comes back (its cooldown is lifted on disk, as by another process).
         wait_for_state(two_accounts, lambda d: "a" in d["accounts"])
@@ -175,7 +175,7 @@ def test_conversation_stays_on_its_account(
 def test_websocket_upgrade_gets_426(start_gateway: StartGateway, upstream: FakeUpstream) -> None:
     gw = start_gateway()
     response = httpx.get(
-        gw.url + MODEL,
+        gw.base + MODEL,
         headers={
             "upgrade": "websocket",
             "connection": "Upgrade",
@@ -192,7 +192,7 @@ def test_passthrough_auth_leaves_headers_alone(
 ) -> None:
     upstream.queue(None, Answer("quota"))
     gw = start_gateway("--passthrough-auth")
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         ok = turn(client, **{"chatgpt-account-id": "codex-own-account"})
         limited = turn(client, **{"chatgpt-account-id": "codex-own-account"})
     assert ok.status_code == 200
@@ -208,7 +208,7 @@ def test_non_model_paths_keep_codex_auth(
 ) -> None:
     gw = start_gateway()
     httpx.get(
-        gw.url + "/backend-api/wham/accounts/check",
+        gw.base + "/backend-api/wham/accounts/check",
         headers={"authorization": "Bearer codex-own-token"},
     )
     assert upstream.requests[0].token == "codex-own-token"
@@ -219,7 +219,7 @@ def test_log_has_a_line_per_request_and_no_token(
 ) -> None:
     upstream.queue("acct-a", Answer("quota"))
     gw = start_gateway()
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         turn(client)
     gw.wait_for_log(r"POST /backend-api/codex/responses account=b 200")
     gw.stop()
@@ -243,13 +243,13 @@ def test_https_upstream_with_test_ca(two_accounts: Path, tmp_path: Path) -> None
             with GatewayProcess(
                 two_accounts, fake.url, "--upstream-ca", str(ca_file), "--retry-mode", mode
             ) as gw:
-                with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+                with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
                     response = turn(client)
                 assert response.status_code == 200, gw.output
                 assert b"hello from acct-b" in response.content
         # Without the CA, upstream TLS verification fails: there is no silent insecure mode.
         state.unlink(missing_ok=True)
-        with GatewayProcess(two_accounts, fake.url) as gw, httpx.Client(base_url=gw.url) as c:
+        with GatewayProcess(two_accounts, fake.url) as gw, httpx.Client(base_url=gw.base) as c:
             assert turn(c).status_code == 502
     finally:
         fake.stop()
@@ -289,7 +289,7 @@ def test_ctrl_c_stops_cleanly(start_gateway: StartGateway) -> None:
     gw = start_gateway()
     assert gw.stop() == 0
     with pytest.raises(httpx.ConnectError):
-        httpx.get(gw.url + "/__cao/status", timeout=2)
+        httpx.get(gw.base + "/__cao/status", timeout=2)
 
 
 def test_gateway_status_command(start_gateway: StartGateway, two_accounts: Path) -> None:
@@ -308,7 +308,7 @@ def test_gateway_status_command(start_gateway: StartGateway, two_accounts: Path)
 
 def test_status_endpoint_has_no_secrets(start_gateway: StartGateway, two_accounts: Path) -> None:
     gw = start_gateway()
-    text = httpx.get(gw.url + "/__cao/status").text
+    text = httpx.get(gw.base + "/__cao/status").text
     assert "SECRET" not in text
     doc = json.loads(text)
     assert doc["gateway"]["version"] and doc["gateway"]["upstream"].startswith("http://127.0.0.1")
@@ -321,7 +321,7 @@ def test_account_added_while_running_is_used(
     upstream.defaults["acct-a"] = Answer("quota")
     upstream.defaults["acct-b"] = Answer("quota")
     gw = start_gateway()
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         assert turn(client).status_code == 429
         write_account(two_accounts, "c")
         response = turn(client, conversation="later")
@@ -348,12 +348,12 @@ def test_enable_disable_shim(tmp_path: Path, data_dir: Path, fake_codex_path: Pa
 
     subprocess.run([str(shim), "exec", "hi"], env=env, check=True)
     call = json.loads((tmp_path / "codex.log").read_text().splitlines()[-1])
-    assert call["args"] == [
-        "-c",
-        'openai_base_url="http://127.0.0.1:5555/backend-api/codex"',
-        "exec",
-        "hi",
-    ]
+    base = run_cao(data_dir, "gateway", "url", "--port", "5555", env=env, prints_key=True).stdout
+    assert base.startswith("http://127.0.0.1:5555/cao/") and base.endswith("/backend-api/codex\n")
+    assert call["args"] == ["-c", f'openai_base_url="{base.strip()}"', "exec", "hi"]
+    # The shim holds the gateway key: only its owner can read it.
+    assert oct(shim.stat().st_mode & 0o777) == "0o700"
+    assert oct((data_dir / "gateway.key").stat().st_mode & 0o777) == "0o600"
     # Idempotent; resolving the real codex never picks the shim itself.
     assert run_cao(data_dir, "gateway", "enable", env=env).returncode == 0
     assert str(fake_codex_path / "codex") in shim.read_text()
@@ -392,11 +392,11 @@ def test_client_disconnect_mid_stream_closes_upstream(
 ) -> None:
     upstream.defaults[None] = Answer(events=40, delay=0.1)
     gw = start_gateway()
-    with httpx.Client(base_url=gw.url) as client:
+    with httpx.Client(base_url=gw.base) as client:
         turn(client)  # every lazy part loaded
     idle_fds = open_fds(gw.pid)
     with (
-        httpx.Client(base_url=gw.url) as client,
+        httpx.Client(base_url=gw.base) as client,
         client.stream("POST", MODEL, content=b"{}", headers={"session-id": "s"}) as response,
     ):
         next(response.iter_raw())  # first event, then hang up
@@ -409,6 +409,6 @@ def test_client_disconnect_mid_stream_closes_upstream(
         time.sleep(0.05)
     assert open_fds(gw.pid) <= idle_fds
     # The gateway carries on.
-    with httpx.Client(base_url=gw.url) as client:
+    with httpx.Client(base_url=gw.base) as client:
         upstream.defaults[None] = Answer()
         assert turn(client).status_code == 200

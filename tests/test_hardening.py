@@ -84,7 +84,7 @@ def test_100_concurrent_streams_for_30_seconds(accounts: Path, upstream: FakeUps
     upstream.defaults[None] = Answer(events=10, delay=0.01)
     with GatewayProcess(accounts, upstream.url) as gw:
         for i in range(5):
-            assert turn(gw.url, f"warm{i}").status_code == 200
+            assert turn(gw.base, f"warm{i}").status_code == 200
         time.sleep(0.5)
         idle_fds, idle_rss = open_fds(gw.pid), rss_mib(gw.pid)
         done: list[int] = []
@@ -108,7 +108,7 @@ def test_100_concurrent_streams_for_30_seconds(accounts: Path, upstream: FakeUps
 
         async def load() -> None:
             limits = httpx.Limits(max_connections=LOAD_CLIENTS)
-            async with httpx.AsyncClient(base_url=gw.url, limits=limits, timeout=60) as http:
+            async with httpx.AsyncClient(base_url=gw.base, limits=limits, timeout=60) as http:
                 until = time.monotonic() + LOAD_SECONDS
                 await asyncio.gather(*(client(i, http, until) for i in range(LOAD_CLIENTS)))
 
@@ -133,14 +133,14 @@ def test_upstream_cut_midstream_is_seen_and_the_next_request_works(
         with (
             contextlib.suppress(httpx.RemoteProtocolError),
             httpx.stream(
-                "POST", gw.url + MODEL, content=b"{}", headers={"session-id": "s"}
+                "POST", gw.base + MODEL, content=b"{}", headers={"session-id": "s"}
             ) as response,
         ):
             assert response.status_code == 200
             for chunk in response.iter_raw():
                 body += chunk
         assert b"response.created" in body and b"response.completed" not in body
-        after = turn(gw.url)
+        after = turn(gw.base)
         assert after.status_code == 200 and b"response.completed" in after.content
 
 
@@ -153,10 +153,10 @@ def free_port() -> int:
 def test_upstream_down_gives_a_quick_502(accounts: Path) -> None:
     with GatewayProcess(accounts, f"http://127.0.0.1:{free_port()}") as gw:
         started = time.monotonic()
-        response = turn(gw.url)
+        response = turn(gw.base)
         assert response.status_code == 502
         assert time.monotonic() - started < 5
-        assert turn(gw.url).status_code == 502  # and it keeps answering
+        assert turn(gw.base).status_code == 502  # and it keeps answering
 
 
 def test_sigkill_during_traffic_loses_no_state(accounts: Path, upstream: FakeUpstream) -> None:
@@ -164,7 +164,7 @@ def test_sigkill_during_traffic_loses_no_state(accounts: Path, upstream: FakeUps
     upstream.defaults["acct-a"] = Answer("quota", resets_at=resets_at)
     upstream.defaults["acct-b"] = Answer(events=20, delay=0.01)
     gw = GatewayProcess(accounts, upstream.url).start()
-    assert b"acct-b" in turn(gw.url, "first").content
+    assert b"acct-b" in turn(gw.base, "first").content
     wait_for_state(accounts, lambda d: d["accounts"].get("a", {}).get("cooling_until"))
     stop = threading.Event()
 
@@ -172,7 +172,7 @@ def test_sigkill_during_traffic_loses_no_state(accounts: Path, upstream: FakeUps
         n = 0
         while not stop.is_set():
             with contextlib.suppress(httpx.HTTPError):
-                turn(gw.url, f"w{worker}-{n}", timeout=5)
+                turn(gw.base, f"w{worker}-{n}", timeout=5)
             n += 1
 
     workers = [threading.Thread(target=traffic, args=(i,)) for i in range(8)]
@@ -190,26 +190,26 @@ def test_sigkill_during_traffic_loses_no_state(accounts: Path, upstream: FakeUps
         assert AccountAuth.parse(json.loads((accounts / name / "auth.json").read_text())).logged_in
     json.loads((accounts / "registry.json").read_text())
     with GatewayProcess(accounts, upstream.url) as again:
-        seen = httpx.get(again.url + "/__cao/status").json()["accounts"]
+        seen = httpx.get(again.base + "/__cao/status").json()["accounts"]
         assert seen[0]["name"] == "a" and seen[0]["status"] == "cooling"
         assert seen[0]["cooling_until"] == resets_at
-        assert b"acct-b" in turn(again.url, "after").content
+        assert b"acct-b" in turn(again.base, "after").content
 
 
 def test_corrupt_state_and_registry_while_running(accounts: Path, upstream: FakeUpstream) -> None:
     upstream.queue("acct-a", Answer("quota", resets_at=time.time() + 3600))
     with GatewayProcess(accounts, upstream.url) as gw:
-        assert b"acct-b" in turn(gw.url).content
+        assert b"acct-b" in turn(gw.base).content
         # Every write of that turn landed (cooldown, switch, last use): nothing in flight.
         wait_for_state(accounts, lambda d: d["switches"] and "last_used" in d["accounts"]["b"])
         time.sleep(0.2)
         (accounts / "cao-state.json").write_text('{"accounts": {"a": ')  # a torn write
-        assert b"acct-b" in turn(gw.url, "c2").content  # the cooldown held
+        assert b"acct-b" in turn(gw.base, "c2").content  # the cooldown held
         assert len(list(accounts.glob("cao-state.json.corrupt-*"))) == 1
         state = wait_for_state(accounts, lambda d: d["accounts"].get("a", {}).get("cooling_until"))
         assert state["accounts"]["a"]["cooling_reason"] == "quota"
         (accounts / "registry.json").write_text("not json at all")
-        assert b"acct-b" in turn(gw.url, "c3").content  # the accounts held
+        assert b"acct-b" in turn(gw.base, "c3").content  # the accounts held
         assert len(list(accounts.glob("registry.json.corrupt-*"))) == 1
         assert json.loads((accounts / "registry.json").read_text())["accounts"] == ["a", "b"]
         gw.wait_for_log("registry.json was unreadable")

@@ -61,8 +61,8 @@ def test_expired_token_is_refreshed_once(data_dir: Path, upstream: FakeUpstream)
     new = refreshed_tokens("a")
     upstream.oauth_answers.append((200, new))
     with gateway(data_dir, upstream) as gw:
-        assert turn(gw.url).status_code == 200
-        assert turn(gw.url, "c2").status_code == 200
+        assert turn(gw.base).status_code == 200
+        assert turn(gw.base, "c2").status_code == 200
         gw.wait_for_log("account a: token refreshed")
     assert refresh_calls(upstream) == 1
     assert [r.token for r in upstream.model_requests()] == [new["access_token"]] * 2
@@ -80,7 +80,7 @@ def test_concurrent_requests_over_two_gateways_refresh_once(
     upstream.oauth_delay = 0.5  # widen the race
     upstream.oauth_answers.extend([(200, refreshed_tokens("a"))] * 3)
     with gateway(data_dir, upstream) as one, gateway(data_dir, upstream) as two:
-        urls = [one.url, two.url] * 10
+        urls = [one.base, two.base] * 10
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda u: turn(u[1], f"conv{u[0]}"), enumerate(urls)))
     assert [a.status_code for a in answers] == [200] * 20
@@ -94,9 +94,9 @@ def test_reused_refresh_token_needs_login_and_traffic_moves(
     write_account(data_dir, "b")
     upstream.oauth_answers.append((400, {"error": {"code": "refresh_token_reused"}}))
     with gateway(data_dir, upstream) as gw:
-        response = turn(gw.url)
+        response = turn(gw.base)
         assert response.status_code == 200 and b"hello from acct-b" in response.content
-        status = httpx.get(gw.url + "/__cao/status").json()["accounts"][0]
+        status = httpx.get(gw.base + "/__cao/status").json()["accounts"][0]
         gw.wait_for_log("account a needs login")
     assert status["status"] == "needs login" and status["fix"] == "cao add a"
     listed = json.loads(run_cao(data_dir, "list", "--json").stdout)[0]
@@ -109,8 +109,8 @@ def test_auth_endpoint_down_moves_request(data_dir: Path, upstream: FakeUpstream
     write_account(data_dir, "a", exp=time.time() - 60)
     write_account(data_dir, "b")
     with GatewayProcess(data_dir, upstream.url, "--auth-url", "http://127.0.0.1:9") as gw:
-        response = turn(gw.url)
-        a = httpx.get(gw.url + "/__cao/status").json()["accounts"][0]
+        response = turn(gw.base)
+        a = httpx.get(gw.base + "/__cao/status").json()["accounts"][0]
     assert b"hello from acct-b" in response.content
     assert a["status"] == "cooling" and "refresh failed" in a["cooling_reason"]
 
@@ -125,7 +125,7 @@ def test_401_refreshes_once_and_retries(data_dir: Path, upstream: FakeUpstream, 
         "acct-a", Answer("status", status=401, body=b'{"error": {"code": "token_expired"}}')
     )
     with gateway(data_dir, upstream, "--retry-mode", mode) as gw:
-        response = turn(gw.url)
+        response = turn(gw.base)
     assert response.status_code == 200 and b"hello from acct-a" in response.content
     assert refresh_calls(upstream) == 1
     assert upstream.model_requests()[-1].token == new["access_token"]
@@ -144,7 +144,7 @@ def test_usage_headers_reach_cao_list_and_threshold_moves_new_conversations(
         "x-codex-secondary-reset-at": str(reset_week),
     }  # fmt: skip
     with gateway(data_dir, upstream) as gw:
-        assert b"acct-a" in turn(gw.url, "old").content
+        assert b"acct-a" in turn(gw.base, "old").content
         time.sleep(0.3)
         listed = json.loads(run_cao(data_dir, "list", "--json").stdout)[0]
         assert listed["usage"] == {
@@ -154,9 +154,9 @@ def test_usage_headers_reach_cao_list_and_threshold_moves_new_conversations(
         table = run_cao(data_dir, "list", env={**cao_env(data_dir), "COLUMNS": "200"}).stdout
         assert "5h 97%" in table and "weekly 40%" in table
         # Over the 95% threshold: a continuation inside the turn stays, new work moves.
-        assert b"acct-a" in turn(gw.url, "old", **{"x-codex-turn-state": "t"}).content
-        assert b"acct-b" in turn(gw.url, "new").content
-        assert b"acct-b" in turn(gw.url, "old").content  # its next turn moves too
+        assert b"acct-a" in turn(gw.base, "old", **{"x-codex-turn-state": "t"}).content
+        assert b"acct-b" in turn(gw.base, "new").content
+        assert b"acct-b" in turn(gw.base, "old").content  # its next turn moves too
         gw.wait_for_log(r"switch a -> b \(threshold\)")
 
 
@@ -168,11 +168,11 @@ def test_usage_is_written_at_most_once_a_second(data_dir: Path, upstream: FakeUp
     }
     state = data_dir / "cao-state.json"
     with gateway(data_dir, upstream) as gw:
-        turn(gw.url)
+        turn(gw.base)
         time.sleep(0.2)
         first = state.stat().st_mtime_ns
         for i in range(15):
-            turn(gw.url, f"c{i}")  # same values: nothing to write
+            turn(gw.base, f"c{i}")  # same values: nothing to write
         assert state.stat().st_mtime_ns == first
 
 
@@ -181,13 +181,13 @@ def test_rate_limit_moves_then_passes_through(data_dir: Path, upstream: FakeUpst
     write_account(data_dir, "b")
     upstream.queue("acct-a", Answer("rate", retry_after=30))
     with gateway(data_dir, upstream) as gw:
-        moved = turn(gw.url)
+        moved = turn(gw.base)
         assert b"acct-b" in moved.content
-        a = httpx.get(gw.url + "/__cao/status").json()["accounts"][0]
+        a = httpx.get(gw.base + "/__cao/status").json()["accounts"][0]
         assert a["cooling_reason"] == "rate limit"
         assert 25 < a["cooling_until"] - time.time() <= 31
         upstream.queue("acct-b", Answer("rate", retry_after=7))
-        passed = turn(gw.url, "c2")
+        passed = turn(gw.base, "c2")
     assert passed.status_code == 429 and passed.headers["retry-after"] == "7"
     assert passed.json()["error"]["type"] == "rate_limit_exceeded"
 
@@ -197,7 +197,7 @@ def test_upstream_5xx_is_passed_through_once(data_dir: Path, upstream: FakeUpstr
     write_account(data_dir, "b")
     upstream.queue("acct-a", Answer("status", status=503, body=b'{"error": "busy"}'))
     with gateway(data_dir, upstream) as gw:
-        response = turn(gw.url)
+        response = turn(gw.base)
     assert response.status_code == 503
     assert len(upstream.model_requests()) == 1  # Codex retries 5xx itself; no multiplying
 
@@ -211,7 +211,7 @@ def test_debug_headers_and_captured_body_leak_nothing(
         data_dir, CAO_DEBUG_HEADERS="1", CAO_CAPTURE_BODY="1", CAO_CAPTURE_BODY_PATH=str(capture)
     )
     with gateway(data_dir, upstream, env=env) as gw:
-        turn(gw.url, **{"cookie": "session=SECRET-cookie-value-123456"})
+        turn(gw.base, **{"cookie": "session=SECRET-cookie-value-123456"})
         line = gw.wait_for_log("debug request POST")
         gw.wait_for_log("debug response 200")
     token = secrets_in(data_dir)[0]
@@ -248,7 +248,7 @@ def test_mitmweb_ui_receives_no_token(data_dir: Path, upstream: FakeUpstream) ->
                 HTTPRequest(f"ws://127.0.0.1:{web_port}/updates", headers=auth)
             )
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: [turn(gw.url), turn(gw.url, "c2", **{"x-codex-turn-state": "x"})]
+                None, lambda: [turn(gw.base), turn(gw.base, "c2", **{"x-codex-turn-state": "x"})]
             )
             deadline = time.time() + 2
             while time.time() < deadline:

@@ -230,7 +230,7 @@ def make_usable_again(gw: GatewayProcess, name: str) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         (gw.data_dir / "cao-state.json").unlink(missing_ok=True)
-        accounts = httpx.get(gw.url + "/__cao/status").json()["accounts"]
+        accounts = httpx.get(gw.base + "/__cao/status").json()["accounts"]
         if next(a for a in accounts if a["name"] == name)["status"] == "usable":
             return
         time.sleep(0.01)
@@ -246,7 +246,7 @@ def failover(upstream: FakeUpstream, gateways: dict[str, GatewayProcess], n: int
     direct_times: list[float] = []
     through: dict[str, list[float]] = {mode: [] for mode in gateways}
     clients = {
-        mode: httpx.Client(base_url=gw.url, follow_redirects=True) for mode, gw in gateways.items()
+        mode: httpx.Client(base_url=gw.base, follow_redirects=True) for mode, gw in gateways.items()
     }
     with httpx.Client(base_url=upstream.url) as direct:
         for i in range(n + 1):
@@ -312,7 +312,7 @@ def moved_history(upstream: FakeUpstream, gw: GatewayProcess, n: int) -> list[Ro
             "content-encoding": "zstd", "authorization": "Bearer bench"}  # fmt: skip
     through = {**base, "session-id": conversation, "thread-id": conversation}
     minted: list[dict[str, Any]] = []
-    with httpx.Client(base_url=gw.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
         for _ in range(10):  # turns on a: the gateway learns a's blobs from the stream
             response = client.post(MODEL, content=encode_zstd(b'{"input":[]}'), headers=through)
             minted += [
@@ -526,13 +526,13 @@ def main() -> int:
             raw["rss_idle_mib"] = rss_mib(pid)
             post_rows, cpu_per_request = step(
                 "keep-alive POST",
-                lambda: keepalive_post(upstream.url, gw.url, bare_url, n_post, pid),
+                lambda: keepalive_post(upstream.url, gw.base, bare_url, n_post, pid),
             )
             rows += post_rows
             upstream.defaults[None] = Answer(events=50)
-            rows += step("SSE turns", lambda: sse_turns(upstream.url, gw.url, n_sse, 50))
+            rows += step("SSE turns", lambda: sse_turns(upstream.url, gw.base, n_sse, 50))
             conc: dict[str, Any] = {}
-            for side, url in (("direct", upstream.url), ("gateway", gw.url)):
+            for side, url in (("direct", upstream.url), ("gateway", gw.base)):
                 conc[side] = step(
                     f"{streams} concurrent streams, {side}",
                     lambda url=url: concurrent_streams(url, streams, per_stream, 50),
