@@ -5,6 +5,9 @@
   from a browser: refused, and no CORS header is ever sent.
 - The path must start with `/cao/<this install's key>` (config/access.py); the gateway strips it.
 - The rest may not hide a dot-segment or an encoded `/`, `.` or `\\`.
+- A body must declare its length: larger than the limit (mitmproxy's body_size_limit), it is
+  refused with 413 before it is read. A chunked one would be held until it passed the limit:
+  its connection is closed unread.
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ class AccessGuard:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
+        if "transfer-encoding" in request.headers:
+            # Codex sends its bodies with a length. mitmproxy reads a body before it sends
+            # any answer, and one of unknown length would be held until it passed the limit:
+            # the connection is closed instead, before a byte of it is read.
+            log.warning("refused a request body without Content-Length: connection closed")
+            flow.kill()
+            return
         problem = self.problem(request)
         if problem is not None:
             status, message = problem

@@ -79,12 +79,44 @@ class UnusedBuiltins:
         log.debug("dropped %d unused mitmproxy addons: %s", len(removed), ", ".join(removed))
 
 
+# mitmweb paths that serialize a flow's raw header bytes (a token is on the flow while its
+# request waits for the answer) or copy a flow with them (the copy is never redacted). mitmproxy
+# cannot hold a value for the wire only, so these paths are closed in --web mode.
+WEB_CLOSED_PATHS = (
+    r"/flows/dump",
+    r"/flows/[0-9a-f\-]+/duplicate",
+    r"/commands/(?:export|save|cut|view\.flows\.(?:duplicate|create)|flow\.encode)[a-z._]*",
+)
+
+
+class WebLockdown:
+    """In mitmweb: the UI's dump, export, save, cut and duplicate answer 403."""
+
+    def running(self) -> None:
+        app = getattr(ctx.master, "app", None)
+        if app is None or ctx.master.addons.get("view") is None:  # mitmdump: nothing to close
+            return
+        import tornado.web
+        from tornado.routing import PathMatches, Rule
+
+        class Closed(tornado.web.RequestHandler):
+            def prepare(self) -> None:
+                self.set_status(403)
+                self.finish("closed by cao: this could show a token of a request in flight")
+
+        router = app.wildcard_router
+        for pattern in WEB_CLOSED_PATHS:
+            router.rules.insert(0, router.process_rule(Rule(PathMatches(pattern), Closed)))
+        log.info("mitmweb: dump, export, save and duplicate are closed (tokens)")
+
+
 def make_addons() -> list[object]:
     gateway = Gateway()
     return [
         gateway,
         AccessGuard(),  # first: nothing else runs for a request that is not the user's Codex
         UnusedBuiltins(),
+        WebLockdown(),
         Startup(gateway),
         StatusEndpoint(gateway),
         WebSocketRefusal(),

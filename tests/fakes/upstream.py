@@ -256,6 +256,8 @@ class FakeUpstream:
         self.rejected: list[Recorded] = []  # requests answered with a blob rejection
         self.compress = False  # zstd answers to clients that offer it (Codex 0.171+)
         self.compactions = 0  # remote compactions served
+        self.revoked: set[str] = set()  # access tokens answered 401 (rotated elsewhere)
+        self.seen_delay = 0.0  # hold model requests this long (a slow upstream)
         self.usage_tokens = 0  # reported as a turn's input tokens (a large one makes Codex compact)
         self.lock = threading.Lock()
         self.open_streams = 0
@@ -479,6 +481,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _responses(self, r: Recorded) -> None:
         account = r.account_id
+        time.sleep(self.fake.seen_delay)
+        if r.token in self.fake.revoked:
+            body = {"error": {"type": "invalid_request_error", "code": "token_expired",
+                              "message": "Provided authentication token is expired."}}  # fmt: skip
+            self._send(401, json.dumps(body).encode())
+            return
         items = (r.json() or {}).get("input") or [{}]
         if isinstance(items[-1], dict) and items[-1].get("type") == "compaction_trigger":
             self._compact_v2(r)
