@@ -276,6 +276,25 @@ def test_doctor_loose_permissions(world: dict[str, Any]) -> None:
     )
 
 
+def test_doctor_sees_a_readable_gateway_key_or_shim(world: dict[str, Any]) -> None:
+    healthy(world)
+    run_cao(world["data"], "gateway", "enable", "--url", "http://127.0.0.1:9", env=world["env"])
+    key, shim = world["data"] / "gateway.key", world["bin"] / "codex"
+    assert (
+        oct(key.stat().st_mode & 0o777) == "0o600" and oct(shim.stat().st_mode & 0o777) == "0o700"
+    )
+    key.chmod(0o644)
+    shim.chmod(0o755)
+    code, checks, _ = doctor(world, private=False)
+    found = problems(checks)
+    assert code == 2
+    assert found[f"{shim} (the codex shim, with the key) is readable by others"] == (
+        "error",
+        f"chmod go-rwx {shim}",
+    )
+    assert oct(key.stat().st_mode & 0o777) == "0o600"  # cao tightens the key when it reads it
+
+
 def test_status_sees_a_running_gateway(world: dict[str, Any], upstream: FakeUpstream) -> None:
     healthy(world)
     with GatewayProcess(world["data"], upstream.url, env=world["env"]) as gw:
