@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as e:  # typer's (vendored click) usage errors
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            sys.stdout.write(ctx.get_help() + "\n")  # bare `cao` / `cao gateway`: their help
+            sys.exit(0)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         sys.stderr.write(f"cao: error: {message}{hint}\n")
         sys.exit(getattr(e, "exit_code", 2))

@@ -22,11 +22,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # click's plain help: option names whole at 80 columns, and `[run]` or `[default: ...]` in
+    # a help text shown as written (rich would read them as markup).
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 gateway_app = typer.Typer(
     help="The local gateway that swaps accounts under a live Codex session.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(gateway_app, name="gateway")
 

@@ -159,7 +159,10 @@ def start(
         str, typer.Option(help="OAuth token endpoint origin, for token refresh.")
     ] = defaults.AUTH_URL,
     passthrough_auth: Annotated[
-        bool, typer.Option(help="Forward Codex's own auth untouched, no account switching.")
+        bool,
+        typer.Option(
+            "--passthrough-auth", help="Forward Codex's own auth untouched, no account switching."
+        ),
     ] = False,
     retry_mode: Annotated[
         RetryMode,
@@ -178,13 +181,16 @@ def start(
         ),
     ] = defaults.SWITCH_AT_PERCENT,
     web: Annotated[
-        bool, typer.Option(help="Run mitmweb (inspect flows) instead of mitmdump.")
+        bool, typer.Option("--web", help="Run mitmweb (inspect flows) instead of mitmdump.")
     ] = False,
     web_port: Annotated[
         int, typer.Option(min=1, max=65535, help="mitmweb's UI port (with --web).")
     ] = 8081,
     allow_remote: Annotated[
-        bool, typer.Option(help="Allow a non-loopback --host (the gateway has no client auth).")
+        bool,
+        typer.Option(
+            "--allow-remote", help="Allow a non-loopback --host (others who have the key could use it)."
+        ),
     ] = False,
     upstream_ca: Annotated[
         Path | None, typer.Option(help="Extra CA bundle to trust for the upstream's TLS.")

@@ -106,7 +106,10 @@ def run(
         str | None, typer.Option(help="Start with this account (only it, with --no-fallback).")
     ] = None,
     no_fallback: Annotated[
-        bool, typer.Option(help="One account, Codex gets the terminal directly (no capture).")
+        bool,
+        typer.Option(
+            "--no-fallback", help="One account, Codex gets the terminal directly (no capture)."
+        ),
     ] = False,
     max_passes: Annotated[
         int, typer.Option(min=1, help="Passes over all accounts when every one is limited.")
@@ -119,20 +122,22 @@ def run(
     ] = defaults.COOLDOWN_SECONDS,
     codex: Annotated[Path | None, typer.Option(help="The codex binary to run.")] = None,
     gateway: Annotated[
-        bool, typer.Option(help="Run Codex through the gateway (no CLI fallback).")
+        bool, typer.Option("--gateway", help="Run Codex through the gateway (no CLI fallback).")
     ] = False,
     gateway_url: Annotated[
-        str | None, typer.Option(help="Gateway URL [default: http://127.0.0.1:4319].")
+        str | None,
+        typer.Option(help="Gateway URL (with --gateway; default http://127.0.0.1:4319)."),
     ] = None,
     restart: Annotated[
         bool,
         typer.Option(
+            "--restart",
             help="On a limit, run the same command again from the start instead of "
             "continuing the session."
         ),
     ] = False,
     ask: Annotated[
-        bool, typer.Option(help="Wait for Enter before continuing on the next account.")
+        bool, typer.Option("--ask", help="Wait for Enter before continuing on the next account.")
     ] = False,
     resume: Annotated[
         str | None,

@@ -164,9 +164,13 @@ USAGE_LIMIT_PATTERNS = (
     r"\busage_limit_reached\b",
     r"quota exceeded\. check your plan",
 )
+# Codex's format_retry_timestamp: "5:34 AM" the same day, else "Dec 4th, 2026 12:00 AM"
+# ("%b %-d<suffix>, %Y %-I:%M %p"), after "Try again at" or "or try again at".
 _TRY_AGAIN = re.compile(
-    r"try again (?:at|after) (?:(?P<date>[A-Z][a-z]{2,8} \d{1,2}(?:st|nd|rd|th)?),? )?"
-    r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?"
+    r"try again (?:at|after) (?:(?P<date>[A-Za-z]{3,9}\.? \d{1,2}(?:st|nd|rd|th)?)"
+    r"(?:,? (?P<year>\d{4}))?,? )?"
+    r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?",
+    re.IGNORECASE,
 )
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
@@ -195,18 +199,21 @@ def reset_from_text(text: str, now: datetime) -> float | None:
         return None
     when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if match["date"]:
-        day = re.sub(r"(st|nd|rd|th)$", "", match["date"])
-        try:
-            parsed = datetime.strptime(f"{day} {now.year}", "%b %d %Y")
-        except ValueError:
+        day = re.sub(r"(st|nd|rd|th)$", "", match["date"].replace(".", ""), flags=re.IGNORECASE)
+        year = int(match["year"]) if match["year"] else now.year
+        parsed = None
+        for form in ("%b %d %Y", "%B %d %Y"):
             try:
-                parsed = datetime.strptime(f"{day} {now.year}", "%B %d %Y")
+                parsed = datetime.strptime(f"{day.title()} {year}", form)
+                break
             except ValueError:
-                parsed = None
+                continue
         if parsed is not None:
             when = when.replace(year=parsed.year, month=parsed.month, day=parsed.day)
-            if when < now - timedelta(days=180):
-                when = when.replace(year=now.year + 1)
+            if not match["year"] and when < now - timedelta(days=180):
+                when = when.replace(year=now.year + 1)  # "Jan 2nd" seen in late December
+            if match["year"]:
+                return when.timestamp() if when > now else None
     while when <= now:
         when += timedelta(days=1)
     return when.timestamp()

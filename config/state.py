@@ -6,20 +6,34 @@ survive a restart and every process on the data dir (gateways, `cao run`, `cao l
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MAX_SWITCHES = 50
 
 
+MAX_TIME = 1e11  # year 5138: a timestamp past it is not one (formatting it would fail)
+
+
 def _num(value: object) -> float | None:
+    """A finite number; a timestamp or percent in the file that is anything else is dropped."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) and -MAX_TIME < number < MAX_TIME else None
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _window_minutes(key: object) -> str | None:
+    """A usage window's key: its length in whole minutes (as the gateway writes it)."""
+    if not isinstance(key, str) or not key.isdigit() or not key.isascii():
+        return None
+    minutes = int(key)
+    return str(minutes) if 1 <= minutes <= 10**6 else None
 
 
 @dataclass
@@ -57,12 +71,16 @@ class AccountState:
         usage: dict[str, UsageWindow] = {}
         raw_usage = raw.get("usage")
         if isinstance(raw_usage, dict):
-            for minutes, w in raw_usage.items():
+            for key, w in raw_usage.items():
+                minutes = _window_minutes(key)
                 percent = _num(w.get("used_percent")) if isinstance(w, dict) else None
-                if percent is not None and isinstance(w, dict):
-                    usage[str(minutes)] = UsageWindow(
-                        percent, _num(w.get("resets_at")), _num(w.get("updated_at")) or 0.0
-                    )
+                if minutes is None or percent is None or not isinstance(w, dict):
+                    continue  # not a window this cao understands ("5h", a list...): dropped
+                usage[minutes] = UsageWindow(
+                    max(0.0, min(percent, 100.0)),
+                    _num(w.get("resets_at")),
+                    _num(w.get("updated_at")) or 0.0,
+                )
         return cls(
             cooling_until=_num(raw.get("cooling_until")),
             cooling_reason=_text(raw.get("cooling_reason")),
