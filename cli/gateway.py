@@ -189,7 +189,8 @@ def start(
     allow_remote: Annotated[
         bool,
         typer.Option(
-            "--allow-remote", help="Allow a non-loopback --host (others who have the key could use it)."
+            "--allow-remote",
+            help="Allow a non-loopback --host (others who have the key could use it).",
         ),
     ] = False,
     upstream_ca: Annotated[

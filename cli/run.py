@@ -133,7 +133,7 @@ def run(
         typer.Option(
             "--restart",
             help="On a limit, run the same command again from the start instead of "
-            "continuing the session."
+            "continuing the session.",
         ),
     ] = False,
     ask: Annotated[
