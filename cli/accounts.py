@@ -13,7 +13,8 @@ import typer
 from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
-from cao.config.pool import AccountPool, account_summary
+from cao.config.pool import AccountPool, account_summary, same_account, same_account_advice
+from cao.config.store import Store
 
 from .base import (
     AccountName,
@@ -75,6 +76,14 @@ def add(
     # A fresh login makes any "needs login" mark stale.
     store.update_state(lambda s: s.account(name).__setattr__("needs_login", None))
     say(f"logged in {name}" + (f" as {auth.email}" if auth.email else ""))
+    warn_same_account(store, name)
+
+
+def warn_same_account(store: Store, name: str) -> None:
+    """A browser still signed in gives the same ChatGPT account twice: say so at once."""
+    for names in same_account(AccountPool(store).accounts()):
+        if name in names:
+            warn(same_account_advice([n for n in names if n != name] + [name]))
 
 
 @app.command("import")
@@ -115,6 +124,7 @@ def import_(
     store.update_registry(lambda r: r.add(name))
     store.update_state(lambda s: s.account(name).__setattr__("needs_login", None))
     say(f"imported {path} into {name}" + (f" ({auth.email})" if auth.email else ""))
+    warn_same_account(store, name)
     # Refresh tokens are single-use: two homes holding one login will brick one of them.
     warn(
         f"{path.parent} and {name} now share one login; when either refreshes it, the other "

@@ -16,7 +16,7 @@ from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.names import validate_name
-from cao.config.pool import AccountPool, AccountView
+from cao.config.pool import AccountPool, AccountView, account_summary, earliest_reset
 from cao.config.quota import (
     QuotaKind,
     QuotaSignal,
@@ -38,7 +38,7 @@ from cao.config.sessions import (
 from cao.config.store import Store
 
 from . import relay
-from .base import app, local_time, say, store_of, warn
+from .base import app, local_time, say, status_words, store_of, warn
 from .codex import codex_env, find_codex
 from .gateway import fetch_status
 from .resume import continuation_argv, split_command, user_prompt
@@ -285,6 +285,9 @@ class FallbackRun:
                             "the command again")  # fmt: skip
                 previous = view.name
             if number < max_passes:
+                comeback = self.next_chance(time.time())
+                if comeback is None or comeback > time.time() + retry_delay:
+                    break  # another pass now cannot succeed: say when it could
                 say(
                     f"cao: every account is limited; pass {number + 1} of {max_passes} in "
                     f"{retry_delay:g}s"
@@ -292,10 +295,19 @@ class FallbackRun:
                 time.sleep(retry_delay)
         now = time.time()
         for view in self.pool.accounts():
-            until = view.state.cooling_until
-            when = local_time(until) if until and until > now else "unknown"
-            say(f"cao: {view.name}: usage limit, resets {when}")
+            say(f"cao: {view.name}: {status_words(account_summary(view, now), now)}")
+        comeback = self.next_chance(now)
+        if comeback is not None:
+            say(f"cao: no account can run Codex now; come back at {local_time(comeback)}")
         return 1
+
+    def next_chance(self, now: float) -> float | None:
+        """When the first account could serve again: now if one is usable, the earliest end
+        of a cooldown otherwise; None if no account can without a login."""
+        views = self.pool.accounts()
+        if any(v.usable(now) for v in views):
+            return now
+        return earliest_reset(views, now)
 
 
 def wait_for_enter(name: str) -> None:

@@ -22,6 +22,8 @@ from cao.config.pool import (
     Availability,
     account_summary,
     earliest_reset,
+    same_account,
+    same_account_advice,
 )
 from cao.config.state import AccountState, Switch
 from cao.config.store import Store
@@ -350,6 +352,10 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
     if not views:
         return [Check(Level.ERROR, "no accounts", "cao add NAME")]
     checks = []
+    for names in same_account(views):
+        advice = same_account_advice(names)
+        message, _, fix = advice.partition("; log ")
+        checks.append(Check(Level.WARNING, message, f"log {fix}"))
     for v in views:
         availability = v.availability(now)
         if availability is Availability.NEEDS_LOGIN:

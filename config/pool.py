@@ -97,6 +97,28 @@ def build_views(store: Store, registry: Registry, state: PoolState) -> list[Acco
     return views
 
 
+def same_account(views: list[AccountView]) -> list[list[str]]:
+    """Groups of cao accounts logged in to one ChatGPT account (one account_id): failover
+    between them lands on the same quota, and their copies of one refresh token revoke each
+    other."""
+    groups: dict[str, list[str]] = {}
+    for view in views:
+        if view.auth.logged_in and view.auth.account_id:
+            groups.setdefault(view.auth.account_id, []).append(view.name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def same_account_advice(names: list[str]) -> str:
+    """One line: what is wrong and the fix."""
+    others = ", ".join(names[1:])
+    return (
+        f"accounts {', '.join(names)} are the same ChatGPT account: failover between them "
+        f"lands on the same quota and their refresh tokens revoke each other; log "
+        f"{others} in to another ChatGPT account (`cao add {names[-1]}` after signing out in "
+        "the browser) or `cao remove` it"
+    )
+
+
 def earliest_reset(views: list[AccountView], now: float) -> float | None:
     """When the first of these accounts that is cooling down comes back."""
     times = [v.state.cooling_until for v in views if v.state.cooling(now)]

@@ -218,3 +218,25 @@ def test_unknown_command_and_option_are_one_line(data_dir: Path) -> None:
         r = run_cao(data_dir, *args)
         assert r.returncode == 2
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_same_chatgpt_account_twice_is_flagged(
+    data_dir: Path, tmp_path: Path, fake_codex_path: Path
+) -> None:
+    """The browser still signed in to one account: `cao add` a second name gets the same
+    account_id. add, import and the doctor say so, with the fix."""
+    env = cao_env(data_dir, PATH=f"{fake_codex_path}:/usr/bin:/bin", FAKE_CODEX_ACCOUNT_ID="acct-1")
+    assert run_cao(data_dir, "add", "work", env=env).stderr.count("same ChatGPT account") == 0
+    second = run_cao(data_dir, "add", "personal", env=env)
+    assert second.returncode == 0
+    assert "accounts work, personal are the same ChatGPT account" in second.stderr
+    assert "cao add personal" in second.stderr
+    source = tmp_path / "elsewhere"
+    source.mkdir()
+    (source / "auth.json").write_text((data_dir / "work" / "auth.json").read_text())
+    imported = run_cao(data_dir, "import", "third", "--from", str(source), env=env)
+    assert "same ChatGPT account" in imported.stderr
+    doctor = run_cao(data_dir, "status", "--doctor", "--json", env=env)
+    checks = json.loads(doctor.stdout)["checks"]
+    same = [c for c in checks if "same ChatGPT account" in c["message"]]
+    assert same and same[0]["level"] == "warning" and same[0]["fix"].startswith("log ")

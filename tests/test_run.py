@@ -74,6 +74,7 @@ def test_cooldown_is_respected_on_the_next_run(accounts: Path, tmp_path: Path) -
 
 
 def test_passes_and_retry_delay(accounts: Path, tmp_path: Path) -> None:
+    """A second pass when an account is back by then (cooldowns of 1 s, a delay of 2 s)."""
     started = time.monotonic()
     r = cao_run(
         accounts,
@@ -81,16 +82,37 @@ def test_passes_and_retry_delay(accounts: Path, tmp_path: Path) -> None:
         "--max-passes",
         "2",
         "--retry-delay",
+        "2",
+        "--cooldown-seconds",
         "1",
         FAKE_CODEX_QUOTA="a,b,c",
         FAKE_CODEX_QUOTA_TEXT="usage_limit_reached",
     )
     assert r.returncode == 1
     assert homes(tmp_path) == ["a", "b", "c", "a", "b", "c"]
-    assert time.monotonic() - started >= 1
-    assert "pass 2 of 2 in 1s" in r.stderr
-    summary = [line for line in r.stderr.splitlines() if "usage limit, resets" in line]
+    assert time.monotonic() - started >= 2
+    assert "pass 2 of 2 in 2s" in r.stderr
+    summary = [line for line in r.stderr.splitlines() if "cooling until" in line]
     assert [line.split(":")[1].strip() for line in summary] == ["a", "b", "c"]
+
+
+def test_no_pass_that_cannot_succeed_and_the_true_reason(data_dir: Path, tmp_path: Path) -> None:
+    """Resets hours away and the default delay of 0: no second pass; each account says why it
+    cannot run (a login that is missing is not a usage limit) and when to come back."""
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    (data_dir / "c").mkdir(mode=0o700)  # listed, never logged in
+    registry = json.loads((data_dir / "registry.json").read_text())
+    registry["accounts"].append("c")
+    (data_dir / "registry.json").write_text(json.dumps(registry))
+    r = cao_run(data_dir, tmp_path, FAKE_CODEX_QUOTA="a,b")
+    assert r.returncode == 1
+    assert homes(tmp_path) == ["a", "b"]  # no pass 2: both reset at 5:34 AM, hours away
+    assert "pass 2" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert any(line.startswith("cao: a: cooling until") for line in lines)
+    assert "cao: c: not logged in: run `cao add c`" in lines
+    assert any("come back at" in line for line in lines)
 
 
 def test_single_pass(accounts: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 - `login [--device-auth]`: writes an auth.json for the account named after CODEX_HOME's dir.
 - FAKE_CODEX_LOG: a JSON-lines file that gets {"args", "codex_home", "isatty"} per call.
 - FAKE_CODEX_EXIT: exit code for `login` and for ordinary runs.
+- FAKE_CODEX_ACCOUNT_ID: the ChatGPT account `login` signs in to (default acct-<name>).
 - FAKE_CODEX_QUOTA: comma-separated account names that print Codex's usage-limit message and
   exit 1 (FAKE_CODEX_QUOTA_TEXT overrides the message).
 - FAKE_CODEX_MESSAGE: printed (stderr) before exiting with FAKE_CODEX_EXIT.
@@ -45,7 +46,8 @@ code = int(os.environ.get("FAKE_CODEX_EXIT", "0"))
 if args[:1] == ["login"]:
     if code == 0:
         path = Path(home) / "auth.json"
-        path.write_text(json.dumps(auth_document(account)))
+        chatgpt = os.environ.get("FAKE_CODEX_ACCOUNT_ID")  # the browser's signed-in account
+        path.write_text(json.dumps(auth_document(account, account_id=chatgpt)))
         path.chmod(0o600)
         print("Successfully logged in", file=sys.stderr)
     sys.exit(code)
