@@ -46,6 +46,7 @@ class LivePool(AccountPool):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self._registry = Registry()
+        self._registry_read_at = 0  # mtime (ns) of the registry file the cached copy came from
         self._state = PoolState()
         self._files: tuple[Fingerprint, Fingerprint] | None = None
         self._auth: dict[str, tuple[Fingerprint, AccountAuth]] = {}
@@ -97,14 +98,21 @@ class LivePool(AccountPool):
         return path
 
     def _reload(self) -> None:
+        known_at = self._registry_read_at
         registry, state = self.store.load_registry(), self.store.load_state()
-        # A file found corrupt was kept aside as .corrupt-*: keep serving what we knew and put
-        # it back on disk, so a stray write never takes the accounts or cooldowns away.
-        if self.store.quarantined.pop(self.store.registry_path, None) and self._registry.accounts:
+        # A file found corrupt was kept aside as .corrupt-*: the newest good content goes back
+        # on disk, so a stray write never takes the accounts or cooldowns away. That is the
+        # store's last good copy, or what this gateway read if it read something newer.
+        path = self.store.registry_path
+        restored_at = self.store.restored.pop(path, None)
+        corrupt = self.store.quarantined.pop(path, None) is not None
+        if corrupt and self._registry.accounts and (restored_at is None or known_at > restored_at):
             registry = self._registry
             self.store.update_registry(_restore_registry(registry))
             log.warning("registry.json was unreadable: restored the %d accounts the gateway "
                         "knew", len(registry.accounts))  # fmt: skip
+        files = self._files
+        self._registry_read_at = files[0][0] if files and files[0] else 0
         if self.store.quarantined.pop(self.store.state_path, None):
             state = self._state
             self.update_state(_restore_state(state))
@@ -146,8 +154,16 @@ class LivePool(AccountPool):
             return
 
         def apply(state: PoolState) -> None:
+            before = set(state.accounts)
             for mutate in batch:
                 mutate(state)
+            # A change queued for an account removed since (`cao remove`) must not bring its
+            # entry back.
+            created = set(state.accounts) - before
+            if created:
+                registered = set(self.store.load_registry().accounts)
+                for name in created - registered:
+                    del state.accounts[name]
 
         try:
             self.store.update_state(apply)
@@ -188,10 +204,10 @@ class LivePool(AccountPool):
 
 def _restore_registry(known: Registry) -> Callable[[Registry], None]:
     def restore(registry: Registry) -> None:
-        if not registry.accounts:  # unless someone wrote a good one meanwhile
-            registry.accounts = list(known.accounts)
-            registry.default_account = known.default_account
-            registry.extra = dict(known.extra)
+        # What the gateway read is newer than any copy cao kept: it wins.
+        registry.accounts = list(known.accounts)
+        registry.default_account = known.default_account
+        registry.extra = dict(known.extra)
 
     return restore
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ D = TypeVar("D")
 
 REGISTRY_FILE = "registry.json"
 STATE_FILE = "cao-state.json"
+log = logging.getLogger("cao")
 LOCK_FILE = ".cao.lock"
 ACCOUNT_CONFIG = {"cli_auth_credentials_store": "file", "forced_login_method": "chatgpt"}
 LOCK_TIMEOUT = 30.0
@@ -51,6 +53,7 @@ class Store:
         # Files this Store found corrupt and kept aside (path -> the .corrupt-* copy), so that
         # a long-running reader can put back what it still knows.
         self.quarantined: dict[Path, Path] = {}
+        self.restored: dict[Path, int] = {}  # path -> mtime (ns) of the good copy it came from
 
     def ensure(self) -> None:
         ensure_private_dir(self.data_dir)
@@ -80,8 +83,13 @@ class Store:
 
     # -- generic JSON documents ----------------------------------------------------------------
 
+    def good_copy(self, path: Path) -> Path:
+        """The last content cao wrote to `path` (kept for the registry only)."""
+        return path.with_name(f".{path.name}.good")
+
     def _load(self, path: Path, parse: Callable[[object], D], empty: Callable[[], D]) -> D:
-        """Read a document; a corrupt one is set aside under the lock and read as empty."""
+        """Read a document; a corrupt one is set aside under the lock and read as its last good
+        copy when there is one (the registry), else as empty."""
         try:
             return parse(json.loads(path.read_bytes()))
         except FileNotFoundError:
@@ -96,7 +104,15 @@ class Store:
                 return empty()
             except ValueError as e:
                 self.quarantined[path] = quarantine(path, str(e).splitlines()[0][:80])
+            good = self.good_copy(path)
+            try:
+                document = parse(json.loads(good.read_bytes()))
+            except (OSError, ValueError):
                 return empty()
+            write_atomic(path, good.read_bytes())
+            self.restored[path] = good.stat().st_mtime_ns
+            log.warning("restored %s from the last copy cao wrote", path.name)
+            return document
         finally:
             lock.release()
 
@@ -107,12 +123,15 @@ class Store:
         empty: Callable[[], D],
         dump: Callable[[D], object],
         mutate: Callable[[D], T],
+        keep_good: bool = False,
     ) -> T:
         lock = self._locked()
         try:
             document = self._load(path, parse, empty)
             result = mutate(document)
             write_json_atomic(path, dump(document))
+            if keep_good:
+                write_json_atomic(self.good_copy(path), dump(document))
             return result
         finally:
             lock.release()
@@ -123,7 +142,9 @@ class Store:
         return self._load(self.registry_path, Registry.parse, Registry)
 
     def update_registry(self, mutate: Callable[[Registry], T]) -> T:
-        return self._update(self.registry_path, Registry.parse, Registry, Registry.dump, mutate)
+        return self._update(
+            self.registry_path, Registry.parse, Registry, Registry.dump, mutate, keep_good=True
+        )
 
     # -- pool state ----------------------------------------------------------------------------
 

@@ -1,0 +1,116 @@
+"""Issue 15's defects, one test each, found by using cao as a new user would and by feeding it
+the files real users have. Each failed on main before its fix."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cao.addons.livepool import LivePool
+from cao.config.quota import reset_from_text
+from cao.config.store import Store
+from tests.fakes.upstream import FakeUpstream
+from tests.gateway_proc import GatewayProcess
+from tests.helpers import cao_env, run_cao, write_account
+
+NOW = datetime(2026, 12, 2, 10, 0).astimezone()
+
+
+# 1. Weekly limits are retried every 15 minutes ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("printed", "expected"),
+    [
+        ("or try again at 5:34 PM.", datetime(2026, 12, 2, 17, 34)),  # the same day
+        ("Try again at 9:05 AM.", datetime(2026, 12, 3, 9, 5)),  # capital T; tomorrow
+        ("or try again at Dec 4th, 2026 12:00 AM.", datetime(2026, 12, 4, 0, 0)),  # another day
+        ("or try again at Jan 2nd, 2027 3:05 AM.", datetime(2027, 1, 2, 3, 5)),  # another year
+        ("try again at Dec 5th 6:14 AM", datetime(2026, 12, 5, 6, 14)),  # no year
+        ("or try again at Dec 11th, 2026 12:30 PM.", datetime(2026, 12, 11, 12, 30)),
+    ],
+)
+def test_every_reset_form_codex_prints(printed: str, expected: datetime) -> None:
+    resets_at = reset_from_text(f"You've hit your usage limit. Upgrade to Pro {printed}", NOW)
+    assert resets_at == expected.astimezone().timestamp()
+
+
+def test_a_printed_time_in_the_past_is_not_believed() -> None:
+    assert reset_from_text("try again at Dec 1st, 2026 1:00 AM.", NOW) is None
+
+
+# 3. A state file that is valid JSON but odd ----------------------------------------------------
+
+
+def test_odd_state_values_never_crash_a_command(data_dir: Path, upstream: FakeUpstream) -> None:
+    write_account(data_dir, "a")
+    odd = {
+        "accounts": {
+            "a": {
+                "usage": {
+                    "5h": {"used_percent": 40, "resets_at": 2e9},
+                    "300": {"used_percent": "x"},
+                    "10080": {"used_percent": 120, "resets_at": 1e300},
+                    "0": {"used_percent": 5},
+                    "x": [],
+                },
+                "cooling_until": float("nan"),
+                "last_used": 1e308,
+                "last_quota_hit": True,
+            }
+        },
+        "switches": [{"at": 1e300}, "no", {"at": 5, "reason": 3}],
+    }
+    (data_dir / "cao-state.json").write_text(json.dumps(odd))
+    for args in (["list"], ["list", "--json"], ["status"], ["status", "--json"]):
+        result = run_cao(data_dir, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    doctor = run_cao(data_dir, "status", "--doctor")
+    assert doctor.returncode in (0, 1, 2) and "Traceback" not in doctor.stderr
+    usage = json.loads(run_cao(data_dir, "list", "--json").stdout)[0]["usage"]
+    assert set(usage) == {"10080"} and usage["10080"]["used_percent"] == 100
+    with GatewayProcess(data_dir, upstream.url) as gw:  # and the gateway starts
+        assert httpx.get(gw.base + "/__cao/status").status_code == 200
+
+
+# 4. A removed account comes back ----------------------------------------------------------------
+
+
+def test_a_queued_write_does_not_bring_a_removed_account_back(data_dir: Path) -> None:
+    write_account(data_dir, "a")
+    write_account(data_dir, "gone")
+    live = LivePool(Store(data_dir))
+    live.views()
+    result = run_cao(data_dir, "remove", "gone")  # removed on disk, the gateway not told
+    assert result.returncode == 0
+    live.mark_cooling("gone", time.time() + 60, "quota")  # a usage write already queued
+    live.mark_cooling("a", time.time() + 60, "quota")
+    live.wait_written()
+    accounts = json.loads((data_dir / "cao-state.json").read_text())["accounts"]
+    assert "gone" not in accounts and "a" in accounts
+    live.flush()
+
+
+def test_a_corrupt_registry_is_restored_from_the_newest_good_content(
+    data_dir: Path, upstream: FakeUpstream, fake_codex_path: Path
+) -> None:
+    """The gateway read [a, b]; `cao add c` wrote [a, b, c]; then the file was damaged before
+    the gateway read it again: c survives."""
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    with GatewayProcess(data_dir, upstream.url) as gw:
+        assert httpx.get(gw.base + "/__cao/status").status_code == 200  # it has read [a, b]
+        env = cao_env(data_dir, PATH=f"{fake_codex_path}:/usr/bin:/bin")
+        assert run_cao(data_dir, "add", "c", env=env).returncode == 0
+        (data_dir / "registry.json").write_text("{ damaged")
+        names = [a["name"] for a in httpx.get(gw.base + "/__cao/status").json()["accounts"]]
+    assert names == ["a", "b", "c"]
+    registry = json.loads((data_dir / "registry.json").read_text())
+    assert registry["accounts"] == ["a", "b", "c"]
+    assert list(data_dir.glob("registry.json.corrupt-*"))  # the damaged file is kept aside
