@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cao.config.auth import AUTH_FILE, AccountAuth, read_auth
+from cao.config.names import cao_command
 from cao.config.pool import AccountPool, AccountView
 from cao.config.registry import Registry
 from cao.config.state import PoolState
@@ -195,7 +196,7 @@ class LivePool(AccountPool):
 
     def mark_needs_login(self, name: str, reason: str) -> None:
         super().mark_needs_login(name, reason)
-        log.warning("account %s needs login (%s): run `cao add %s`", name, reason, name)
+        log.warning("account %s needs login (%s): run `%s`", name, reason, cao_command("add", name))
 
     def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
         super().record_switch(from_account, to_account, reason)

@@ -13,6 +13,7 @@ import typer
 from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
+from cao.config.names import cao_command, is_safe_name, validate_new_name
 from cao.config.pool import AccountPool, account_summary, same_account, same_account_advice
 from cao.config.store import Store
 
@@ -31,6 +32,13 @@ from .base import (
     window_label,
 )
 from .codex import find_codex, run_login, stop_app_server
+
+
+def new_account_name(store: Store, name: str) -> str:
+    """A name for `add`/`import`: an existing account's (a relogin), or a valid new one."""
+    if is_safe_name(name) and name in store.load_registry().accounts:
+        return name
+    return validate_new_name(name)
 
 
 @app.command()
@@ -52,7 +60,7 @@ def add(
     Adding an existing account runs the login again (e.g. after "needs login").
     """
     store = store_of(ctx)
-    name = account_name(name)
+    name = new_account_name(store, name)
     codex_bin = None if no_login else find_codex(codex)
     home = store.prepare_home(name)
     created = store.update_registry(lambda r: r.add(name))
@@ -62,14 +70,16 @@ def add(
         + (" [default]" if registry.default_account == name else "")
     )
     if codex_bin is None:
-        say(f"log in later with: cao add {name}")
+        say(f"log in later with: {cao_command('add', name)}")
         return
     code = run_login(codex_bin, home, device_auth)
     auth_path = home / AUTH_FILE
     if auth_path.exists():
         auth_path.chmod(0o600)
     if code != 0:
-        raise CaoError(f"codex login exited with code {code}; run `cao add {name}` to try again")
+        raise CaoError(
+            f"codex login exited with code {code}; run `{cao_command('add', name)}` to try again"
+        )
     auth = read_auth(home)
     if not auth.logged_in:
         raise CaoError(f"login finished but {auth_path} holds no tokens ({auth.state})")
@@ -104,7 +114,7 @@ def import_(
 ) -> None:
     """Copy an existing Codex login into an account, so no browser login is needed."""
     store = store_of(ctx)
-    name = account_name(name)
+    name = new_account_name(store, name)
     source = source.expanduser()
     path = source / AUTH_FILE if source.is_dir() else source
     try:
@@ -128,8 +138,8 @@ def import_(
     # Refresh tokens are single-use: two homes holding one login will brick one of them.
     warn(
         f"{path.parent} and {name} now share one login; when either refreshes it, the other "
-        f"must log in again. Prefer `codex logout` there, or `cao add {name}` for a login "
-        "of its own."
+        f"must log in again. Prefer `codex logout` there, or `{cao_command('add', name)}` for "
+        "a login of its own."
     )
 
 

@@ -16,6 +16,7 @@ from cao.config import defaults
 from cao.config.access import gateway_key, key_path
 from cao.config.auth import AUTH_FILE
 from cao.config.errors import CaoError, InvalidInput
+from cao.config.names import cao_command
 from cao.config.pool import (
     AccountPool,
     AccountView,
@@ -363,20 +364,22 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
                 Level.WARNING,
                 f"account {v.name} needs login ({v.state.needs_login}): a refresh cannot save "
                 "its tokens",
-                f"cao add {v.name}",
+                v.fix_command() or cao_command("add", v.name),
             ))  # fmt: skip
         elif availability in (Availability.NOT_LOGGED_IN, Availability.UNREADABLE):
             problem = f" ({v.auth.problem})" if v.auth.problem else ""
             checks.append(
                 Check(
-                    Level.WARNING, f"account {v.name}: {availability}{problem}", f"cao add {v.name}"
+                    Level.WARNING,
+                    f"account {v.name}: {availability}{problem}",
+                    v.fix_command() or cao_command("add", v.name),
                 )
             )
         elif not v.auth.refresh_token and v.auth.expires_within(0, now):
             checks.append(Check(
                 Level.WARNING,
                 f"account {v.name}: token expired and no refresh token to renew it",
-                f"cao add {v.name}",
+                v.fix_command() or cao_command("add", v.name),
             ))  # fmt: skip
     working = [v for v in views if v.auth.logged_in and not v.state.needs_login]
     if not working:

@@ -1,19 +1,63 @@
-"""Account names double as directory names, so they are kept to a safe alphabet."""
+"""Account names double as directory names in the data dir.
+
+A name from the original tool's registry.json is used as long as it is a safe single path
+component (`alice.work` is; `../x` and `a/b` are not): the original accepted any such name.
+A new name (`cao add`, `cao import`) keeps to a plain alphabet (no spaces, no look-alike
+letters, never a leading `-` that a command line would read as an option).
+"""
 
 import re
+import shlex
 
 from .errors import InvalidInput
 
 MAX_NAME_LENGTH = 64
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-NAME_RULE = "letters a-z/A-Z, digits, '_' and '-', 1 to 64 characters"
+NEW_NAME_RULE = (
+    "letters a-z/A-Z, digits, '_', '-', '.', '@' and '+', 1 to 64 characters, "
+    "starting with a letter, digit or '_'"
+)
+_NEW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
+NAME_RULE = (
+    "1 to 64 characters, no '/', '\\\\', control characters or leading '.'; "
+    "not a file cao keeps in the data dir"
+)
+# What the data dir holds besides the account homes.
+RESERVED = frozenset({"registry.json", "cao-state.json", "cao.toml", "gateway.key"})
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def is_safe_name(name: str) -> bool:
+    """A name that can only ever mean one directory inside the data dir."""
+    return (
+        0 < len(name) <= MAX_NAME_LENGTH
+        and not name.startswith(".")
+        and name == name.strip()
+        and _UNSAFE.search(name) is None
+        and name not in RESERVED
+        and ".corrupt-" not in name
+    )
 
 
 def is_valid_name(name: str) -> bool:
-    return _NAME.fullmatch(name) is not None
+    """A name `cao add` accepts for a new account (names an existing registry holds may be
+    any safe name)."""
+    return is_safe_name(name) and _NEW_NAME.fullmatch(name) is not None
 
 
 def validate_name(name: str) -> str:
-    if not is_valid_name(name):
+    """An account name given on the command line (it may name an existing account)."""
+    if not is_safe_name(name):
         raise InvalidInput(f"invalid account name {name!r}: use {NAME_RULE}")
     return name
+
+
+def validate_new_name(name: str) -> str:
+    if not is_valid_name(name):
+        raise InvalidInput(f"invalid account name {name!r}: use {NEW_NAME_RULE}")
+    return name
+
+
+def cao_command(command: str, name: str) -> str:
+    """`cao add NAME` as a user can paste it: quoted, and after `--` if it starts with '-'."""
+    word = shlex.quote(name)
+    return f"cao {command} {'-- ' if name.startswith('-') else ''}{word}"

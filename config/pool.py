@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import AccountAuth, LoginState, read_auth
+from .names import cao_command
 from .quota import QuotaKind, QuotaSignal
 from .registry import Registry
 from .state import AccountState, PoolState, Switch
@@ -53,7 +54,7 @@ class AccountView:
     def fix_command(self) -> str | None:
         """The command that makes this account usable again, when one can."""
         if self.auth.state is not LoginState.LOGGED_IN or self.state.needs_login:
-            return f"cao add {self.name}"
+            return cao_command("add", self.name)
         return None
 
 
@@ -114,8 +115,8 @@ def same_account_advice(names: list[str]) -> str:
     return (
         f"accounts {', '.join(names)} are the same ChatGPT account: failover between them "
         f"lands on the same quota and their refresh tokens revoke each other; log "
-        f"{others} in to another ChatGPT account (`cao add {names[-1]}` after signing out in "
-        "the browser) or `cao remove` it"
+        f"{others} in to another ChatGPT account (`{cao_command('add', names[-1])}` after "
+        "signing out in the browser) or `cao remove` it"
     )
 
 

@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .names import is_valid_name
+from .names import is_safe_name
 
 log = logging.getLogger("cao")
+_WARNED: set[str] = set()
 
 
 @dataclass
@@ -16,6 +17,9 @@ class Registry:
     accounts: list[str] = field(default_factory=list)
     default_account: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # fields we do not know: kept as found
+    # Entries that are no safe directory name: never used as a path, never dropped either.
+    unusable: list[str] = field(default_factory=list)
+    unusable_default: str | None = None
 
     @classmethod
     def parse(cls, document: object) -> Registry:
@@ -29,19 +33,31 @@ class Registry:
         if default is not None and not isinstance(default, str):
             raise ValueError("'default_account' is not a name")
         names: list[str] = []
+        unusable: list[str] = []
         for name in accounts:
-            if not is_valid_name(name):
-                # A name that is no safe directory name is never used as a path.
-                log.warning(
-                    "registry.json lists %r, which is not a valid account name: ignored", name
-                )
+            if not is_safe_name(name):
+                if name not in _WARNED:  # once per process, however often it is read
+                    _WARNED.add(name)
+                    log.warning(
+                        "registry.json lists %r, which is not a safe directory name: not used "
+                        "(kept in the file)",
+                        name,
+                    )
+                if name not in unusable:
+                    unusable.append(name)
             elif name not in names:
                 names.append(name)
         extra = {k: v for k, v in document.items() if k not in ("accounts", "default_account")}
-        return cls(names, default if default in names else None, extra)
+        usable_default = default if default in names else None
+        kept_default = default if usable_default is None and default in unusable else None
+        return cls(names, usable_default, extra, unusable, kept_default)
 
     def dump(self) -> dict[str, Any]:
-        return {**self.extra, "default_account": self.default_account, "accounts": self.accounts}
+        default = self.default_account
+        if default is None:  # an entry we cannot use stays the default until one is chosen
+            default = self.unusable_default
+        accounts = self.accounts + [n for n in self.unusable if n not in self.accounts]
+        return {**self.extra, "default_account": default, "accounts": accounts}
 
     def fallback_order(self) -> list[str]:
         """The default account first, then the others in the order they were added."""

@@ -73,12 +73,12 @@ def test_failed_login_is_reported(data_dir: Path, env: dict[str, str]) -> None:
     assert "codex login exited with code 3; run `cao add a` to try again" in r.stderr
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "", "a b", "wоrk"])
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "a b", "wоrk", "-x", ".hidden"])
 def test_bad_names_refused_in_one_line(data_dir: Path, env: dict[str, str], name: str) -> None:
-    r = run_cao(data_dir, "add", name, "--no-login", env=env)
+    r = run_cao(data_dir, "add", "--no-login", "--", name, env=env)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1
-    assert "letters a-z/A-Z, digits, '_' and '-'" in r.stderr
+    assert "letters a-z/A-Z, digits, '_', '-', '.'" in r.stderr
     assert "Traceback" not in r.stderr
     assert list(data_dir.iterdir()) == [] or not (data_dir / "registry.json").exists()
 

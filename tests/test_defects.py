@@ -114,3 +114,31 @@ def test_a_corrupt_registry_is_restored_from_the_newest_good_content(
     registry = json.loads((data_dir / "registry.json").read_text())
     assert registry["accounts"] == ["a", "b", "c"]
     assert list(data_dir.glob("registry.json.corrupt-*"))  # the damaged file is kept aside
+
+
+# 2. A data dir of the original tool loses accounts -----------------------------------------------
+
+
+def test_an_original_data_dir_keeps_every_account(data_dir: Path) -> None:
+    """Names outside cao's alphabet that are safe directory names are accounts like any other;
+    an entry that is no safe name is never used as a path but never dropped either."""
+    write_account(data_dir, "me")
+    home = write_account(data_dir, "alice.work")
+    assert home.name == "alice.work"
+    registry = {"default_account": "alice.work", "accounts": ["alice.work", "me", "../evil"]}
+    (data_dir / "registry.json").write_text(json.dumps(registry))
+    listed = run_cao(data_dir, "list")
+    assert "alice.work" in listed.stdout and listed.returncode == 0
+    assert listed.stderr.count("../evil") == 1  # said once, not per read
+    assert run_cao(data_dir, "current").stdout == "alice.work\n"
+    assert run_cao(data_dir, "use", "me").returncode == 0
+    kept = json.loads((data_dir / "registry.json").read_text())
+    assert kept == {"default_account": "me", "accounts": ["alice.work", "me", "../evil"]}
+    assert run_cao(data_dir, "use", "alice.work").returncode == 0
+
+
+def test_fix_lines_work_for_names_starting_with_a_dash(data_dir: Path) -> None:
+    (data_dir / "-x").mkdir(mode=0o700)
+    (data_dir / "registry.json").write_text(json.dumps({"accounts": ["-x"]}))
+    listed = json.loads(run_cao(data_dir, "list", "--json").stdout)
+    assert listed[0]["fix"] == "cao add -- -x"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ import pytest
 from cao.config.auth import AccountAuth, LoginState, read_auth, write_refreshed_tokens
 from cao.config.errors import InvalidInput
 from cao.config.files import write_atomic
-from cao.config.names import validate_name
+from cao.config.names import validate_name, validate_new_name
 from cao.config.registry import Registry
 from cao.config.store import Store, resolve_data_dir
 from tests.helpers import auth_document, write_account
@@ -25,8 +26,11 @@ from tests.helpers import auth_document, write_account
 # -- names -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["a", "work-1", "Personal_2", "x" * 64, "A-b_C-9"])
+@pytest.mark.parametrize(
+    "name", ["a", "work-1", "Personal_2", "x" * 64, "A-b_C-9", "a.b", "alice@work", "me+2"]
+)
 def test_valid_names(name: str) -> None:
+    assert validate_new_name(name) == name
     assert validate_name(name) == name
 
 
@@ -44,7 +48,7 @@ def test_valid_names(name: str) -> None:
         "a\n",
         "wоrk",  # Cyrillic о
         "ｗork",
-        "a.b",
+        "-x",
         "a\\b",
         "~",
         "a:b",
@@ -52,7 +56,18 @@ def test_valid_names(name: str) -> None:
     ],
 )
 def test_invalid_names_say_what_is_allowed(name: str) -> None:
-    with pytest.raises(InvalidInput, match="letters a-z/A-Z, digits, '_' and '-'"):
+    with pytest.raises(InvalidInput, match=re.escape("letters a-z/A-Z, digits, '_', '-', '.'")):
+        validate_new_name(name)
+
+
+@pytest.mark.parametrize("name", ["alice.work", "a b", "é", "-x", "wоrk"])
+def test_names_an_existing_registry_holds_are_used_if_safe(name: str) -> None:
+    assert validate_name(name) == name  # the original tool accepted them
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".", "..", ".hidden", "a\n", "registry.json"])
+def test_unsafe_names_are_never_paths(name: str) -> None:
+    with pytest.raises(InvalidInput):
         validate_name(name)
 
 
