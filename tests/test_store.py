@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
