@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cao.config.auth import AUTH_FILE, AccountAuth, read_auth
+from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.names import cao_command
 from cao.config.pool import AccountPool, AccountView
 from cao.config.registry import Registry
@@ -77,8 +77,12 @@ class LivePool(AccountPool):
             print_ = _fingerprint(self._auth_file(name))
             cached = self._auth.get(name)
             if cached is None or cached[0] != print_:
-                self._auth[name] = (print_, read_auth(self.store.data_dir / name))
+                auth = read_auth(self.store.data_dir / name)
+                self._auth[name] = (print_, auth)
                 changed = True
+                if auth.state is LoginState.UNREADABLE:  # said when found, with its fix
+                    log.warning("account %s: its auth.json is unreadable (%s): run `%s`",
+                                name, auth.problem, cao_command("add", name))  # fmt: skip
         if changed:
             self._views = [
                 AccountView(

@@ -236,9 +236,12 @@ def remove(
     store.require_account(name)
 
     def drop(registry: Any) -> str | None:
+        """The new default, if removing `name` changed it."""
+        was = registry.default_account
         if name in registry.accounts:
             registry.remove(name)
-        return str(registry.default_account) if registry.default_account else None
+        now = registry.default_account
+        return str(now) if now and now != was else None
 
     new_default = store.update_registry(drop)
     store.update_state(lambda s: s.accounts.pop(name, None))

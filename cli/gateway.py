@@ -21,12 +21,12 @@ from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key, status_url
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import ensure_private_dir
-from cao.config.pool import AccountPool
+from cao.config.pool import AccountPool, account_summary
 from cao.config.store import Store
 
 from .base import JsonFlag, gateway_app, print_json, say, status_words, store_of, warn
 from .codex import find_codex
-from .shim import default_bin_dir, install_shim, path_problem, remove_shim
+from .shim import default_bin_dir, install_shim, path_problem, remove_shim, shim_gateway
 
 # Comfortably above Codex's largest requests: a full context window is ~1 MB of JSON and an
 # image is resized to 2048 px (a few MB as base64), and each request is zstd-compressed.
@@ -40,6 +40,11 @@ class RetryMode(StrEnum):
 
 Host = Annotated[str, typer.Option("--host", help="Address the gateway listens on.")]
 Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port the gateway listens on.")]
+
+
+def bare_host(host: str) -> str:
+    """`[::1]` and `::1` mean the same address; mitmproxy and sockets take it bare."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def is_loopback(host: str) -> bool:
@@ -59,7 +64,8 @@ def origin(url: str, what: str) -> str:
     except ValueError:
         raise InvalidInput(f"{what} {url!r}: bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{what} {url!r}: give an http(s) URL such as https://chatgpt.com")
+        example = "http://127.0.0.1:4319" if what == "--url" else "https://chatgpt.com"
+        raise InvalidInput(f"{what} {url!r}: give an http(s) URL such as {example}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise InvalidInput(f"{what} {url!r}: give the origin only (no path)")
     return f"{parts.scheme}://{parts.netloc}"
@@ -199,13 +205,14 @@ def start(
 ) -> None:
     """Run the gateway in the foreground (Ctrl-C stops it)."""
     store = store_of(ctx)
+    host = bare_host(host)  # `[::1]` as written in a URL is the address ::1
     if not is_loopback(host):
         if not allow_remote:
             raise InvalidInput(
                 f"--host {host} is not loopback: anyone who reaches it would use your accounts; "
                 "add --allow-remote if you mean it"
             )
-        warn(f"listening on {host}: the gateway has no client authentication")
+        warn(f"listening on {host}: anyone who reaches it with the key can use your accounts")
     upstream = origin(upstream, "--upstream")
     auth_url = origin(auth_url, "--auth-url")
     if upstream_ca is not None and not upstream_ca.is_file():
@@ -235,7 +242,42 @@ def start(
     os.execv(tool, [tool, *args])  # noqa: S606
 
 
-def fetch_status(url: str, key: str | None, timeout: float = 2.0) -> dict[str, Any] | None:
+# A gateway on loopback answers in milliseconds; a listener that never answers must not make a
+# command hang (well under a second, connect and read together).
+STATUS_TIMEOUT = 0.4
+
+
+def meant_gateway(
+    url: str | None = None,
+    bin_dir: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> str:
+    """The one rule for "the gateway the user means": the --url (or --host/--port) given,
+    else the one the installed `codex` shim routes Codex to, else the default address."""
+    if url:
+        return origin(url, "--url")
+    if host is not None or port is not None:
+        return defaults.gateway_url(
+            bare_host(host or defaults.GATEWAY_HOST), port or defaults.GATEWAY_PORT
+        )
+    return shim_gateway((bin_dir or default_bin_dir()) / "codex") or defaults.gateway_url()
+
+
+def start_command(url: str) -> str:
+    """`cao gateway start` with the options that make it listen at `url`."""
+    parts = urlsplit(url)
+    command = "cao gateway start"
+    if parts.hostname and parts.hostname != defaults.GATEWAY_HOST:
+        command += f" --host {parts.hostname}"
+    if parts.port and parts.port != defaults.GATEWAY_PORT:
+        command += f" --port {parts.port}"
+    return command
+
+
+def fetch_status(
+    url: str, key: str | None, timeout: float = STATUS_TIMEOUT
+) -> dict[str, Any] | None:
     """The gateway's /__cao/status document, or None when nothing (or not a gateway of this
     data dir: it refuses another install's key) answers."""
     # http.client, not urllib: urllib builds an SSL context on first use (~60 ms with its
@@ -263,22 +305,31 @@ def fetch_status(url: str, key: str | None, timeout: float = 2.0) -> dict[str, A
 @gateway_app.command()
 def status(
     ctx: typer.Context,
-    host: Host = defaults.GATEWAY_HOST,
-    port: Port = defaults.GATEWAY_PORT,
-    url: Annotated[str | None, typer.Option(help="Gateway URL (instead of host/port).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address it listens on.")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port it listens on.")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Gateway URL (default: the one the codex shim uses, else 4319)."),
+    ] = None,
+    bin_dir: Annotated[
+        Path | None, typer.Option("--bin-dir", help="Where the shim is (default ~/.local/bin).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Is a gateway answering (exit 0) or not (exit 1), and is each account ready."""
-    target = (url or defaults.gateway_url(host, port)).rstrip("/")
+    target = meant_gateway(url, bin_dir, host, port)
     store = store_of(ctx)
     document = fetch_status(target, gateway_key(store, create=False))
     if as_json:
         print_json({"url": target, "running": document is not None, "status": document})
         raise typer.Exit(0 if document else 1)
     if document is None:
-        say(f"gateway: not answering at {target} (start it with `cao gateway start`)")
+        say(f"gateway: not answering at {target} (start it with `{start_command(target)}`)")
+        now = time.time()
         for view in AccountPool(store).accounts():
-            say(f"  {view.name}: {view.availability(time.time()).value}")
+            say(f"  {view.name}: {status_words(account_summary(view, now), now)}")
         raise typer.Exit(1)
     gw = document.get("gateway", {})
     say(

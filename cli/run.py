@@ -40,7 +40,7 @@ from cao.config.store import Store
 from . import relay
 from .base import app, local_time, say, status_words, store_of, warn
 from .codex import codex_env, find_codex
-from .gateway import fetch_status
+from .gateway import fetch_status, meant_gateway
 from .resume import continuation_argv, split_command, user_prompt
 
 SETTINGS_FILE = "cao.toml"  # in the data dir
@@ -168,7 +168,7 @@ def run(
             raise InvalidInput("--resume goes without --gateway, --no-fallback and --restart")
 
     if gateway:
-        url = (gateway_url or defaults.gateway_url()).rstrip("/")
+        url = meant_gateway(gateway_url)
         key = gateway_key(store)
         if fetch_status(url, key) is None:
             warn(f"no gateway answers at {url}: start it with `cao gateway start`")

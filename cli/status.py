@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-from cao.config import defaults
 from cao.config.access import gateway_key, key_path
 from cao.config.auth import AUTH_FILE
 from cao.config.errors import CaoError, InvalidInput
@@ -40,13 +39,12 @@ from .base import (
     window_label,
 )
 from .codex import CODEX_INSTALL, find_codex, is_cao_shim
-from .gateway import BinDir, fetch_status, origin
+from .gateway import BinDir, fetch_status, meant_gateway, origin, start_command
 from .shim import default_bin_dir, path_problem, shim_gateway
 
 STATUS_VERSION = 1  # of the --json document; bumped only when a field changes meaning
 RECENT_SWITCHES = 5  # shown on the dashboard; --json and --full have all of them
 BAR_WIDTH = 20
-GATEWAY_TIMEOUT = 1.0  # a gateway on loopback answers in milliseconds
 
 
 class ReportFormat(StrEnum):
@@ -112,7 +110,7 @@ def shim_info(bin_dir: Path) -> ShimInfo:
 
 
 def gateway_info(store: Store, url: str) -> dict[str, Any]:
-    answer = fetch_status(url, gateway_key(store, create=False), timeout=GATEWAY_TIMEOUT)
+    answer = fetch_status(url, gateway_key(store, create=False))
     gateway = answer.get("gateway", {}) if answer else {}
     return {
         "url": url,
@@ -128,7 +126,7 @@ def status_document(
     bin_dir: Path, now: float,
 ) -> dict[str, Any]:  # fmt: skip
     shim = shim_info(bin_dir)
-    url = gateway_url or shim.url or defaults.gateway_url()
+    url = gateway_url or shim.url or meant_gateway(None, bin_dir)
     usable = [v for v in views if v.usable(now)]
     return {
         "version": STATUS_VERSION,
@@ -413,7 +411,7 @@ def check_shim(store: Store, document: dict[str, Any], bin_dir: Path) -> list[Ch
             Level.ERROR,
             f"the codex shim routes Codex to {shim['url']} but no gateway answers there: Codex "
             "would fail",
-            "cao gateway start   (or `cao gateway disable`)",
+            f"{start_command(shim['url'])}   (or `cao gateway disable`)",
         ))  # fmt: skip
     if shim["problem"]:
         checks.append(Check(

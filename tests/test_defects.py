@@ -142,3 +142,115 @@ def test_fix_lines_work_for_names_starting_with_a_dash(data_dir: Path) -> None:
     (data_dir / "registry.json").write_text(json.dumps({"accounts": ["-x"]}))
     listed = json.loads(run_cao(data_dir, "list", "--json").stdout)
     assert listed[0]["fix"] == "cao add -- -x"
+
+
+# 7. Help text ----------------------------------------------------------------------------------
+
+
+def test_help_reads_right_at_80_columns(data_dir: Path) -> None:
+    env = cao_env(data_dir, COLUMNS="80")
+    run_help = run_cao(data_dir, "run", "--help", env=env).stdout
+    assert "--no-fallback" in run_help and "--no-no-fallback" not in run_help
+    flat = " ".join(run_help.split())
+    assert "under `[run]` in <data dir>/cao.toml" in flat  # not eaten as markup
+    assert "Gateway URL (with --gateway; default http://127.0.0.1:4319)" in flat
+    start_help = run_cao(data_dir, "gateway", "start", "--help", env=env).stdout
+    assert "--passthrough-auth" in start_help and "…" not in start_help
+    assert all(len(line) <= 80 for line in (run_help + start_help).splitlines())
+    for args in ([], ["gateway"]):
+        bare = run_cao(data_dir, *args, env=env)
+        assert bare.returncode == 0 and "Usage: cao" in bare.stdout and "error" not in bare.stderr
+
+
+# 8. Where the gateway is -------------------------------------------------------------------------
+
+
+def test_one_rule_for_the_gateway_the_user_means(
+    data_dir: Path, upstream: FakeUpstream, fake_codex_path: Path, tmp_path: Path
+) -> None:
+    write_account(data_dir, "a")
+    bin_dir = tmp_path / "shim-bin"
+    env = cao_env(data_dir, PATH=f"{fake_codex_path}:/usr/bin:/bin")
+    enable = ["gateway", "enable", "--bin-dir", str(bin_dir)]
+    assert run_cao(data_dir, *enable, "--url", "http://127.0.0.1:9", env=env).returncode == 0
+    down = run_cao(data_dir, "gateway", "status", "--bin-dir", str(bin_dir), env=env)
+    assert down.returncode == 1
+    assert "not answering at http://127.0.0.1:9 (start it with `cao gateway start --port 9`)" in (
+        down.stderr
+    )
+    with GatewayProcess(data_dir, upstream.url) as gw:
+        assert run_cao(data_dir, *enable, "--url", gw.url, env=env).returncode == 0
+        up = run_cao(data_dir, "gateway", "status", "--bin-dir", str(bin_dir), env=env)
+        assert up.returncode == 0 and f"up at {gw.url}" in up.stderr  # the shim's, not 4319
+        status = json.loads(
+            run_cao(data_dir, "status", "--json", "--bin-dir", str(bin_dir), env=env).stdout
+        )
+        assert status["gateway"]["url"] == gw.url and status["gateway"]["running"]
+
+
+# 9. Small messages -------------------------------------------------------------------------------
+
+
+def test_gateway_status_without_a_gateway_gives_reasons_and_fixes(data_dir: Path) -> None:
+    write_account(data_dir, "a")
+    (data_dir / "b").mkdir(mode=0o700)
+    registry = json.loads((data_dir / "registry.json").read_text())
+    registry["accounts"].append("b")
+    (data_dir / "registry.json").write_text(json.dumps(registry))
+    down = run_cao(data_dir, "gateway", "status", "--url", "http://127.0.0.1:9")
+    assert "  b: not logged in: run `cao add b`" in down.stderr.splitlines()
+
+
+def test_a_listener_that_never_answers_is_given_up_on_quickly(data_dir: Path) -> None:
+    import socket
+
+    write_account(data_dir, "a")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        for args in (["gateway", "status", "--url", url], ["status", "--url", url]):
+            started = time.monotonic()
+            result = run_cao(data_dir, *args)
+            took = time.monotonic() - started
+            assert took < 1.5, (args, took)  # python start-up included; the probe is 0.4 s
+            assert "Traceback" not in result.stderr
+
+
+def test_ipv6_loopback_host_as_written_in_a_url(data_dir: Path, upstream: FakeUpstream) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    write_account(data_dir, "a")
+    with GatewayProcess(data_dir, upstream.url, "--host", "[::1]") as gw:
+        assert gw.url.startswith("http://[::1]:")
+        assert httpx.get(gw.base + "/__cao/status").status_code == 200
+
+
+def test_small_messages(data_dir: Path, fake_codex_path: Path) -> None:
+    env = cao_env(data_dir, PATH=f"{fake_codex_path}:/usr/bin:/bin")
+    bad_url = run_cao(data_dir, "gateway", "status", "--url", "ftp://x", env=env)
+    assert bad_url.returncode == 2 and "such as http://127.0.0.1:4319" in bad_url.stderr
+    dash = run_cao(data_dir, "add", "--no-login", "--", "-x", env=env)
+    assert dash.returncode == 2 and dash.stderr.count("\n") == 1
+    for name in ("a", "b", "c"):
+        run_cao(data_dir, "add", name, "--no-login", env=env)
+    kept = run_cao(data_dir, "remove", "c", env=env)
+    assert "default account" not in kept.stderr  # a stays the default: nothing to say
+    moved = run_cao(data_dir, "remove", "a", env=env)
+    assert "default account: b" in moved.stderr
+
+
+def test_a_corrupt_auth_json_is_reported_when_the_gateway_finds_it(
+    data_dir: Path, upstream: FakeUpstream
+) -> None:
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    (data_dir / "b" / "auth.json").write_text("{ not json")
+    with GatewayProcess(data_dir, upstream.url) as gw:
+        line = gw.wait_for_log(r"account b: its auth.json is unreadable")
+    assert "run `cao add b`" in line

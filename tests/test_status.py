@@ -245,7 +245,8 @@ def test_doctor_shim_without_gateway_and_path_order(world: dict[str, Any]) -> No
         "the codex shim routes Codex to http://127.0.0.1:9 but no gateway answers there: Codex "
         "would fail"
     )
-    assert found[message] == ("error", "cao gateway start   (or `cao gateway disable`)")
+    # The fix starts the gateway where the shim points (port 9), not at the default.
+    assert found[message] == ("error", "cao gateway start --port 9   (or `cao gateway disable`)")
     # Asking another gateway (--url) does not hide that the shim's has none.
     r = status(world, "--doctor", "--json", "--url", "http://127.0.0.1:1")
     assert r.returncode == 2 and message in r.stdout
