@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from cao.config.auth import AccountAuth
 from cao.config.errors import InvalidInput
-from cao.config.names import is_valid_name, validate_name
+from cao.config.names import is_safe_name, is_valid_name, validate_name, validate_new_name
 from cao.config.quota import (
     MAX_RESET_SECONDS,
     classify_error,
@@ -309,11 +309,18 @@ def test_state_files_parse_or_say_why(document: Any) -> None:
 
 @given(name=st.text(max_size=80))
 def test_account_names(name: str) -> None:
+    """A new name is always a safe name; every refusal is one line saying what is allowed; a
+    safe name is one directory inside the data dir."""
     try:
-        assert validate_name(name) == name and is_valid_name(name)
+        assert validate_new_name(name) == name and is_valid_name(name)
     except InvalidInput as e:
         assert "\n" not in str(e) and "letters" in str(e)
         assert not is_valid_name(name)
+    try:
+        assert validate_name(name) == name and is_safe_name(name)
+        assert Path(name).name == name and name not in (".", "..")
+    except InvalidInput as e:
+        assert "\n" not in str(e) and not is_valid_name(name)
 
 
 WORDS = st.sampled_from([
