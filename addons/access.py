@@ -60,6 +60,28 @@ def allowed_hosts(addresses: list[tuple[str, int]]) -> frozenset[str]:
     return frozenset(names)
 
 
+def fail_closed[Hook: Callable[..., Any]](hook: Hook) -> Hook:
+    """An unexpected error on the request path answers 503 (Codex retries it) instead of
+    letting the request go upstream as it is: never with the wrong credentials."""
+
+    @functools.wraps(hook)
+    async def guarded(self: object, flow: http.HTTPFlow) -> None:
+        try:
+            result = hook(self, flow)
+            if isinstance(result, Awaitable):
+                await result
+        except Exception as e:
+            log.error(
+                "%s failed on %s (%s): answered 503",
+                type(self).__name__,
+                flow.request.method,
+                type(e).__name__,
+            )
+            flow.response = refusal(503, "cao gateway: internal error, try again")
+
+    return guarded  # type: ignore[return-value]
+
+
 class AccessGuard:
     """Answers 403/400 to anything that is not this user's Codex, before any other addon."""
 
@@ -80,6 +102,7 @@ class AccessGuard:
         addresses = proxyserver.listen_addrs() if proxyserver else []
         self.hosts = allowed_hosts([(str(a[0]), int(a[1])) for a in addresses if len(a) >= 2])
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         if "transfer-encoding" in request.headers:
@@ -115,25 +138,3 @@ class AccessGuard:
         if hides_a_segment(request.path):
             return 400, "cao gateway: dot-segments and encoded separators are not allowed"
         return None
-
-
-def fail_closed[Hook: Callable[..., Any]](hook: Hook) -> Hook:
-    """An unexpected error on the request path answers 503 (Codex retries it) instead of
-    letting the request go upstream as it is: never with the wrong credentials."""
-
-    @functools.wraps(hook)
-    async def guarded(self: object, flow: http.HTTPFlow) -> None:
-        try:
-            result = hook(self, flow)
-            if isinstance(result, Awaitable):
-                await result
-        except Exception as e:
-            log.error(
-                "%s failed on %s (%s): answered 503",
-                type(self).__name__,
-                flow.request.method,
-                type(e).__name__,
-            )
-            flow.response = refusal(503, "cao gateway: internal error, try again")
-
-    return guarded  # type: ignore[return-value]
