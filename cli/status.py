@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cao.config import defaults
 from cao.config.access import gateway_key, key_path
 from cao.config.auth import AUTH_FILE
 from cao.config.errors import CaoError, InvalidInput
@@ -36,6 +37,7 @@ from .base import (
     print_json,
     status_words,
     store_of,
+    warn,
     window_label,
 )
 from .codex import CODEX_INSTALL, find_codex, is_cao_shim
@@ -81,6 +83,13 @@ def account_status(view: AccountView, now: float) -> dict[str, Any]:
         "token_expired": expires is not None and expires <= now,
         "can_refresh": bool(view.auth.refresh_token) and not view.state.needs_login,
         "windows": usage_windows(view.state, now),
+        "usage_read_at": view.state.usage_read_at,
+        "credits": {
+            "has_credits": view.state.has_credits,
+            "unlimited": view.state.credits_unlimited,
+            "balance": view.state.credits_balance,
+        },
+        "reset_credits": view.state.reset_credits,
     }
 
 
@@ -292,6 +301,15 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
                 tail = f"{w['used_percent']:3.0f}%  {when}"
             lines.append(f"    {w['label']:<7} {_bar(w['used_percent'])}  {tail}")
         seen = []
+        if a["usage_read_at"]:
+            seen.append(f"usage read {human_until(a['usage_read_at'], now)}")
+        credits = a["credits"]
+        if credits["unlimited"]:
+            seen.append("credits unlimited")
+        elif credits["balance"] is not None:
+            seen.append(f"credits {credits['balance']:g}")
+        if a["reset_credits"]:
+            seen.append(f"{a['reset_credits']} reset credit(s)")
         if a["last_quota_hit"]:
             seen.append(f"last quota hit {human_until(a['last_quota_hit'], now)}")
         if a["last_used"]:
@@ -494,6 +512,21 @@ def status(
         typer.Option(help="Gateway URL to ask [default: the shim's, else http://127.0.0.1:4319]."),
     ] = None,
     bin_dir: BinDir = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Read every account's usage from ChatGPT first (a few seconds)."
+        ),
+    ] = False,
+    upstream: Annotated[
+        str, typer.Option(help="With --refresh: the backend origin.")
+    ] = defaults.UPSTREAM_URL,
+    upstream_ca: Annotated[
+        Path | None, typer.Option(help="With --refresh: an extra CA bundle to trust.")
+    ] = None,
+    auth_url: Annotated[
+        str, typer.Option(help="With --refresh: the token endpoint origin, for refreshes.")
+    ] = defaults.AUTH_URL,
 ) -> None:
     """Every account's usage windows, health and reset times, and whether the gateway is up."""
     if sum([as_json, compact, pretty or full, report is not None]) > 1:
@@ -501,8 +534,18 @@ def status(
     store = store_of(ctx)
     gateway_url = origin(url, "--url") if url else None
     directory = bin_dir or default_bin_dir()
-    now = time.time()
     pool = AccountPool(store)
+    if refresh:
+        from .usage import refresh_all
+
+        upstream = origin(upstream, "--upstream")
+        if upstream_ca is not None and not upstream_ca.is_file():
+            raise InvalidInput(f"--upstream-ca {upstream_ca}: no such file")
+        for name, problem in refresh_all(
+            pool, upstream, origin(auth_url, "--auth-url"), upstream_ca
+        ).items():
+            warn(f"{name}: no usage reading: {problem}")
+    now = time.time()
     views = pool.accounts()
     document = status_document(
         store, views, store.load_state().switches, gateway_url, directory, now

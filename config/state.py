@@ -28,6 +28,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _flag(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _window_minutes(key: object) -> str | None:
     """A usage window's key: its length in whole minutes (as the gateway writes it)."""
     if not isinstance(key, str) or not key.isdigit() or not key.isascii():
@@ -57,6 +65,12 @@ class AccountState:
     last_quota_hit: float | None = None
     last_used: float | None = None
     usage: dict[str, UsageWindow] = field(default_factory=dict)
+    # From the usage endpoint (`cao status --refresh`): when it was read, and the credits.
+    usage_read_at: float | None = None
+    has_credits: bool | None = None
+    credits_unlimited: bool | None = None
+    credits_balance: float | None = None
+    reset_credits: int | None = None
 
     def cooling(self, now: float) -> bool:
         return self.cooling_until is not None and self.cooling_until > now
@@ -88,6 +102,11 @@ class AccountState:
             last_quota_hit=_num(raw.get("last_quota_hit")),
             last_used=_num(raw.get("last_used")),
             usage=usage,
+            usage_read_at=_num(raw.get("usage_read_at")),
+            has_credits=_flag(raw.get("has_credits")),
+            credits_unlimited=_flag(raw.get("credits_unlimited")),
+            credits_balance=_num(raw.get("credits_balance")),
+            reset_credits=_count(raw.get("reset_credits")),
         )
 
 

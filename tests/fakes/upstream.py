@@ -230,6 +230,41 @@ def tool_call_events(
     ]  # fmt: skip
 
 
+def usage_window(used: float, seconds: int, resets_in: int = 3600) -> dict[str, Any]:
+    return {
+        "used_percent": used,
+        "limit_window_seconds": seconds,
+        "reset_after_seconds": resets_in,
+        "reset_at": int(time.time()) + resets_in,
+    }
+
+
+def usage_document(
+    primary_used: float | None,
+    primary_seconds: int,
+    secondary_used: float | None = None,
+    secondary_seconds: int = 10080 * 60,
+    balance: str = "0",
+    plan: str = "plus",
+) -> dict[str, Any]:
+    """A /backend-api/wham/usage answer as the real backend shapes it (null windows too)."""
+    return {
+        "plan_type": plan,
+        "email": "someone@example.com",
+        "rate_limit": {
+            "primary_window": None
+            if primary_used is None
+            else usage_window(primary_used, primary_seconds),
+            "secondary_window": None
+            if secondary_used is None
+            else usage_window(secondary_used, secondary_seconds, 3 * 86400),
+            "tertiary_window": None,
+        },
+        "credits": {"has_credits": balance != "0", "unlimited": False, "balance": balance},
+        "rate_limit_reset_credits": {"available_count": 2},
+    }
+
+
 def usage_limit_error(resets_at: float) -> dict[str, Any]:
     return {
         "type": "usage_limit_reached",
@@ -257,6 +292,7 @@ class FakeUpstream:
         self.compress = False  # zstd answers to clients that offer it (Codex 0.171+)
         self.compactions = 0  # remote compactions served
         self.revoked: set[str] = set()  # access tokens answered 401 (rotated elsewhere)
+        self.usage_documents: dict[str, dict[str, Any]] = {}  # /wham/usage per account id
         self.seen_delay = 0.0  # hold model requests this long (a slow upstream)
         self.usage_tokens = 0  # reported as a turn's input tokens (a large one makes Codex compact)
         self.lock = threading.Lock()
@@ -387,6 +423,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "id": account, "name": "fake", "plan_type": "plus", "structure": "personal",
                 "is_deactivated": False, "workspace_backend_origin": "https://chatgpt.com",
                 "account_routing_override": "NO_CONSTRAINT"}]}).encode())  # fmt: skip
+        elif r.path.split("?", 1)[0].endswith("/wham/usage"):
+            self._usage(r)
         elif "/models" in r.path:
             self._send(200, json.dumps({"models": []}).encode(), {"etag": '"fake"'})
         else:
@@ -404,6 +442,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._compact(r)
         else:
             self._send(200, b"{}")
+
+    def _usage(self, r: Recorded) -> None:
+        """ChatGPT's usage endpoint (what Codex's /status reads): costs no model quota."""
+        if r.token in self.fake.revoked or r.token is None:
+            self._send(401, b'{"detail":"Unauthorized"}')
+            return
+        document = self.fake.usage_documents.get(r.account_id or "")
+        if document is None:
+            document = usage_document(5.0, 300 * 60, 1.0, 10080 * 60)
+        self._send(200, json.dumps(document).encode())
 
     def _oauth(self) -> None:
         time.sleep(self.fake.oauth_delay)
