@@ -15,6 +15,7 @@ from .history import HistoryGuard
 from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
 from .stream import StreamWatcher
+from .usagepoll import UsagePoller
 
 log = logging.getLogger("cao.gateway")
 
@@ -126,5 +127,6 @@ def make_addons() -> list[object]:
         StreamWatcher(gateway),
         QuotaRetry(gateway),
         RequestLog(gateway),
+        UsagePoller(gateway),
         gateway.debug,
     ]

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class Gateway:
     def __init__(self) -> None:
         self._data_dir: str | None = None
         self.conversations = ConversationMap()
+        # Told (left, to) after each account switch (the usage poller reads both again).
+        self.switch_listeners: list[Callable[[str, str], None]] = []
         self.history = HistoryBook(self.conversations)
         self.last_account: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -161,6 +164,8 @@ class Gateway:
             self.conversations.set(conversation, name)
         if choice.moved_from is not None and choice.reason is not None:
             self.live.record_switch(choice.moved_from, name, choice.reason)
+            for listener in self.switch_listeners:
+                listener(choice.moved_from, name)
         self.last_account = name
 
     async def fresh_auth(

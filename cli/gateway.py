@@ -113,6 +113,7 @@ def mitm_args(
     web: bool,
     upstream_ca: Path | None,
     web_port: int = 8081,
+    usage_interval: int = 300,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -131,6 +132,7 @@ def mitm_args(
         "--set", f"cao_retry_mode={retry_mode}",
         "--set", f"cao_cooldown_seconds={cooldown_seconds}",
         "--set", f"cao_switch_at={switch_at}",
+        "--set", f"cao_usage_interval={usage_interval}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -186,6 +188,12 @@ def start(
             min=1, max=100, help="Move new conversations off an account at this usage percent."
         ),
     ] = defaults.SWITCH_AT_PERCENT,
+    usage_interval: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Seconds between usage reads of every account from ChatGPT (0: off)."
+        ),
+    ] = 300,
     web: Annotated[
         bool, typer.Option("--web", help="Run mitmweb (inspect flows) instead of mitmdump.")
     ] = False,
@@ -234,7 +242,7 @@ def start(
         store, host=host, port=port, upstream=upstream, auth_url=auth_url,
         passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
-        web_port=web_port,
+        web_port=web_port, usage_interval=usage_interval,
     )  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()

@@ -29,6 +29,12 @@ class GatewayProcess:
             "0",
             "--upstream",
             upstream,
+            # No background usage reads unless the test asks: they would add upstream requests.
+            *(
+                ()
+                if any(a.startswith("--usage-interval") for a in args)
+                else ("--usage-interval", "0")
+            ),
             *args,
         ]
         self.env = env or cao_env(data_dir)

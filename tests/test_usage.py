@@ -112,3 +112,69 @@ def test_refresh_on_a_terminal_shows_progress(three: Path, upstream: FakeUpstrea
     assert term.close() == 0
     out = term.output.decode("utf-8", "replace")
     assert "30d" in out and "usage read" in out
+
+
+# -- the gateway's polling -------------------------------------------------------------------------
+
+
+def test_poll_schedule_is_polite_and_backs_off() -> None:
+    from cao.addons.usagepoll import MAX_BACKOFF, MIN_GAP, PollSchedule
+
+    schedule = PollSchedule()
+    assert schedule.due("a", NOW)
+    schedule.polled("a", NOW, ok=True)
+    assert not schedule.due("a", NOW + MIN_GAP - 1)  # one request a minute, whatever asks
+    assert schedule.due("a", NOW + MIN_GAP)
+    delays = []
+    at = NOW + MIN_GAP
+    for _ in range(10):
+        schedule.polled("a", at, ok=False)
+        delays.append(schedule.not_before["a"] - at)
+        at = schedule.not_before["a"]
+    assert delays[:3] == [60.0, 120.0, 240.0] and max(delays) == MAX_BACKOFF
+    schedule.polled("a", at, ok=True)
+    assert schedule.due("a", at + MIN_GAP)
+
+
+def test_the_gateway_reads_every_account_and_leaves_one_before_its_429(
+    data_dir: Path, upstream: FakeUpstream
+) -> None:
+    import httpx
+
+    from tests.gateway_proc import GatewayProcess
+
+    write_account(data_dir, "a")
+    write_account(data_dir, "b", exp=time.time() + 60)  # expires soon: refreshed before the poll
+    upstream.oauth_answers.append(
+        (200, {"access_token": fake_token("fresh-b", time.time() + 86400), "refresh_token": "r"})
+    )
+    upstream.usage_documents["acct-a"] = usage_document(97.0, 300 * 60)  # above --switch-at
+    upstream.usage_documents["acct-b"] = usage_document(3.0, 30 * 86400)
+    with GatewayProcess(
+        data_dir, upstream.url, "--usage-interval", "1", "--auth-url", upstream.url
+    ) as gw:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            polled = {r.account_id for r in upstream.requests if r.path.endswith("/wham/usage")}
+            if polled == {"acct-a", "acct-b"}:
+                break
+            time.sleep(0.1)
+        assert polled == {"acct-a", "acct-b"}
+        time.sleep(2)  # more intervals pass: still one read per account (once a minute)
+        reads = [r for r in upstream.requests if r.path.endswith("/wham/usage")]
+        assert len(reads) == 2
+        assert upstream.model_requests() == []  # no model quota spent
+        assert sum(1 for r in upstream.requests if r.path == "/oauth/token") == 1
+        answer = httpx.post(
+            gw.base + "/backend-api/codex/responses", content=b"{}",
+            headers={"session-id": "new"}, follow_redirects=True,
+        )  # fmt: skip
+        assert b"hello from acct-b" in answer.content  # a was left before any 429
+        status = {a["name"]: a for a in httpx.get(gw.base + "/__cao/status").json()["accounts"]}
+    assert status["a"]["usage"]["300"]["used_percent"] == 97.0
+    assert [r.account_id for r in upstream.model_requests()] == ["acct-b"]
+    listed = json.loads(run_cao(data_dir, "status", "--json").stdout)["accounts"]
+    assert {a["name"]: [w["label"] for w in a["windows"]] for a in listed} == {
+        "a": ["5h"],
+        "b": ["30d"],
+    }
