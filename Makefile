@@ -7,7 +7,7 @@ CODEX_BINS    := $(foreach v,$(CODEX_VERSIONS),.tools/codex-$(v)/node_modules/.b
 export CAO_TEST_CODEX_VERSIONS := $(CODEX_VERSIONS)
 export CAO_TEST_CODEX_ROOT := $(abspath .tools)
 
-.PHONY: install codex test test-fast lint bench clean
+.PHONY: install codex test test-fast lint bench simulate clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ lint: install
 
 bench: install
 	$(PY) -m tests.bench.run
+
+# Which routing strategy wastes least and blocks least: a simulated week (seconds, no network).
+simulate: install
+	$(PY) -m tests.sim.run
 
 clean:
 	rm -rf $(VENV) .tools .lint build *.egg-info

@@ -21,7 +21,7 @@ from mitmproxy.exceptions import OptionsError
 
 from cao.config import defaults
 from cao.config.auth import AccountAuth
-from cao.config.pool import AccountView, account_summary
+from cao.config.pool import DEFAULT_STRATEGY, AccountView, Strategy, account_summary
 from cao.config.store import Store
 from cao.config.tokens import RefreshFailed, refresh_tokens
 
@@ -100,6 +100,13 @@ class Gateway:
             "Cooldown when a quota answer gives no reset time.",
         )
         loader.add_option(
+            "cao_strategy",
+            str,
+            DEFAULT_STRATEGY.value,
+            "Which usable account new conversations go to.",
+            choices=[s.value for s in Strategy],
+        )
+        loader.add_option(
             "cao_switch_at",
             int,
             defaults.SWITCH_AT_PERCENT,
@@ -153,7 +160,12 @@ class Gateway:
             # past the switch threshold, while it is usable at all.
             continuation = continuation or record.compacted_by == current
         return choose_account(
-            self.live.views(), time.time(), current, continuation, ctx.options.cao_switch_at
+            self.live.views(),
+            time.time(),
+            current,
+            continuation,
+            ctx.options.cao_switch_at,
+            Strategy(ctx.options.cao_strategy),
         )
 
     def assign(self, conversation: str | None, choice: Choice) -> None:
@@ -259,6 +271,7 @@ class Gateway:
                 "retry_mode": ctx.options.cao_retry_mode,
                 "passthrough_auth": self.passthrough,
                 "switch_at": ctx.options.cao_switch_at,
+                "strategy": ctx.options.cao_strategy,
                 "uptime_seconds": round(now - self.started),
             },
             "accounts": [account_summary(v, now) for v in self.live.views()],

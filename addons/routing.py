@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cao.config.pool import AccountView, Availability
+from cao.config.pool import AccountView, Availability, Strategy, by_strategy
 
 # Newer Codex sends session-id / thread-id, older session_id / conversation_id.
 CONVERSATION_HEADERS = ("thread-id", "session-id", "conversation_id", "session_id")
@@ -48,9 +48,10 @@ def choose_account(
     current: str | None = None,
     continuation: bool = False,
     switch_at: float = 100.0,
+    strategy: Strategy = Strategy.ORDER,
 ) -> Choice:
     """Keep a conversation on `current` while it is usable (and under the switch threshold,
-    unless mid-turn); else the first usable account under the threshold in fallback order;
+    unless mid-turn); else the usable account under the threshold the strategy prefers;
     else, all being above it, the usable one with the most headroom."""
     usable = [v for v in views if v.usable(now)]
     by_name = {v.name: v for v in views}
@@ -61,7 +62,7 @@ def choose_account(
         and (continuation or stay.max_used_percent(now) < switch_at)
     ):
         return Choice(stay)
-    below = [v for v in usable if v.max_used_percent(now) < switch_at]
+    below = by_strategy([v for v in usable if v.max_used_percent(now) < switch_at], now, strategy)
     chosen = below[0] if below else min(usable, key=lambda v: v.max_used_percent(now), default=None)
     if chosen is None:
         return Choice(None)

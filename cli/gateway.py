@@ -21,7 +21,7 @@ from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key, status_url
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import ensure_private_dir
-from cao.config.pool import AccountPool, account_summary
+from cao.config.pool import DEFAULT_STRATEGY, AccountPool, Strategy, account_summary
 from cao.config.store import Store
 
 from .base import JsonFlag, gateway_app, print_json, say, status_words, store_of, warn
@@ -114,6 +114,7 @@ def mitm_args(
     upstream_ca: Path | None,
     web_port: int = 8081,
     usage_interval: int = 300,
+    strategy: str = DEFAULT_STRATEGY.value,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -133,6 +134,7 @@ def mitm_args(
         "--set", f"cao_cooldown_seconds={cooldown_seconds}",
         "--set", f"cao_switch_at={switch_at}",
         "--set", f"cao_usage_interval={usage_interval}",
+        "--set", f"cao_strategy={strategy}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -194,6 +196,13 @@ def start(
             min=0, help="Seconds between usage reads of every account from ChatGPT (0: off)."
         ),
     ] = 300,
+    strategy: Annotated[
+        Strategy,
+        typer.Option(
+            help="Which usable account new conversations go to: fallback order, the one "
+            "whose unused quota resets first, or the most quota left."
+        ),
+    ] = DEFAULT_STRATEGY,
     web: Annotated[
         bool, typer.Option("--web", help="Run mitmweb (inspect flows) instead of mitmdump.")
     ] = False,
@@ -242,7 +251,7 @@ def start(
         store, host=host, port=port, upstream=upstream, auth_url=auth_url,
         passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
-        web_port=web_port, usage_interval=usage_interval,
+        web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
     )  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()

@@ -16,7 +16,15 @@ from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.names import validate_name
-from cao.config.pool import AccountPool, AccountView, account_summary, earliest_reset
+from cao.config.pool import (
+    DEFAULT_STRATEGY,
+    AccountPool,
+    AccountView,
+    Strategy,
+    account_summary,
+    by_strategy,
+    earliest_reset,
+)
 from cao.config.quota import (
     QuotaKind,
     QuotaSignal,
@@ -85,12 +93,17 @@ def exec_codex(argv: list[str], home: Path) -> None:
         raise CaoError(f"cannot run {argv[0]}: {e.strerror}") from None
 
 
-def candidates(views: list[AccountView], first: str | None, now: float) -> list[AccountView]:
-    """Usable accounts in fallback order (from `first`); with none usable, every account that is
-    logged in, to recheck them (that is what passes are for)."""
+def candidates(
+    views: list[AccountView],
+    first: str | None,
+    now: float,
+    strategy: Strategy = DEFAULT_STRATEGY,
+) -> list[AccountView]:
+    """Usable accounts in the strategy's order (`first` first, when given); with none usable,
+    every account that is logged in, to recheck them (that is what passes are for)."""
+    views = by_strategy(views, now, strategy)
     if first is not None:
-        index = next((i for i, v in enumerate(views) if v.name == first), 0)
-        views = views[index:] + views[:index]
+        views = sorted(views, key=lambda v: v.name != first)
     usable = [v for v in views if v.usable(now)]
     return usable or [v for v in views if v.auth.logged_in and not v.state.needs_login]
 
@@ -145,6 +158,10 @@ def run(
             metavar="ID", help="Continue this session (see `cao sessions`) on a usable account."
         ),
     ] = None,
+    strategy: Annotated[
+        Strategy,
+        typer.Option(help="Which usable account goes first (as `cao gateway start`)."),
+    ] = DEFAULT_STRATEGY,
 ) -> None:
     """Run Codex (arguments after --), moving to the next account when one hits its usage limit.
 
@@ -181,8 +198,9 @@ def run(
     if gateway_url is not None:
         raise InvalidInput("--gateway-url goes with --gateway")
     runner = FallbackRun(
-        pool, argv, extra_quota_patterns(store), cooldown_seconds, not restart, ask, session
-    )
+        pool, argv, extra_quota_patterns(store), cooldown_seconds, not restart, ask, session,
+        strategy,
+    )  # fmt: skip
     raise typer.Exit(runner.run(account, max_passes, retry_delay))
 
 
@@ -209,8 +227,10 @@ class FallbackRun:
         continue_session: bool,
         ask: bool,
         session: SessionFile | None,
+        strategy: Strategy = DEFAULT_STRATEGY,
     ) -> None:
         self.pool = pool
+        self.strategy = strategy
         self.codex, self.args = argv[0], argv[1:]
         self.patterns = patterns
         self.cooldown = cooldown
@@ -254,7 +274,7 @@ class FallbackRun:
         previous: str | None = None
         resuming = self.session is not None
         for number in range(1, max_passes + 1):
-            tried = candidates(self.pool.accounts(), first, time.time())
+            tried = candidates(self.pool.accounts(), first, time.time(), self.strategy)
             if not tried:
                 raise CaoError("no logged-in account: add one with `cao add NAME`")
             for view in tried:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +97,43 @@ def build_views(store: Store, registry: Registry, state: PoolState) -> list[Acco
             )
         )
     return views
+
+
+class Strategy(StrEnum):
+    """Which usable account a new conversation goes to."""
+
+    ORDER = "order"  # fallback order (default account first)
+    RESET_FIRST = "reset-first"  # the one whose unused quota resets soonest: spend it first
+    HEADROOM = "headroom"  # the one with the most quota left
+
+
+# Chosen by the simulation (`make simulate`, tests/sim/run.py; the README shows its table):
+# the least time blocked, at about the same expired quota as reset-first.
+DEFAULT_STRATEGY = Strategy.HEADROOM
+
+
+def soonest_reset(view: AccountView, now: float) -> float:
+    """When the first of the account's windows with quota left resets (unknown: never)."""
+    resets = [
+        w.resets_at
+        for w in view.state.current_usage(now).values()
+        if w.used_percent < 100 and w.resets_at is not None
+    ]
+    return min(resets, default=math.inf)
+
+
+def headroom(view: AccountView, now: float) -> float:
+    """Percent left in the account's fullest window (no reading: all of it)."""
+    return 100.0 - view.max_used_percent(now)
+
+
+def by_strategy(views: list[AccountView], now: float, strategy: Strategy) -> list[AccountView]:
+    """`views` in the order a strategy prefers them; ties keep fallback order (stable)."""
+    if strategy is Strategy.RESET_FIRST:
+        return sorted(views, key=lambda v: soonest_reset(v, now))
+    if strategy is Strategy.HEADROOM:
+        return sorted(views, key=lambda v: -headroom(v, now))
+    return list(views)
 
 
 def same_account(views: list[AccountView]) -> list[list[str]]:

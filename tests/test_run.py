@@ -270,3 +270,17 @@ def test_pty_ctrl_z_stops_and_fg_resumes(accounts: Path) -> None:
     term.send(b"\x03")
     term.expect("got sigint")
     assert term.close() == 130
+
+
+def test_the_strategy_orders_the_accounts_too(accounts: Path, tmp_path: Path) -> None:
+    """With readings, the default strategy (headroom) starts on the account with the most
+    quota left; --strategy order keeps fallback order."""
+    later = time.time() + 3600
+    usage = {"300": {"used_percent": 80.0, "resets_at": later, "updated_at": time.time()}}
+    state = {"accounts": {"a": {"usage": usage}, "b": {"usage": {
+        "300": {**usage["300"], "used_percent": 30.0}}}}}  # fmt: skip
+    (accounts / "cao-state.json").write_text(json.dumps(state))
+    cao_run(accounts, tmp_path, "--", "exec", "x")
+    assert homes(tmp_path)[-1] == "c"  # no reading: all of its quota left
+    cao_run(accounts, tmp_path, "--strategy", "order", "--", "exec", "x")
+    assert homes(tmp_path)[-1] == "a"

@@ -178,3 +178,46 @@ def test_the_gateway_reads_every_account_and_leaves_one_before_its_429(
         "a": ["5h"],
         "b": ["30d"],
     }
+
+
+# -- strategies ------------------------------------------------------------------------------------
+
+
+def view(name: str, used: float, resets_in: float | None, index: int = 1) -> Any:
+    from cao.config.auth import AccountAuth, LoginState
+    from cao.config.pool import AccountView
+
+    usage = {} if resets_in is None else {"300": UsageWindow(used, NOW + resets_in, NOW)}
+    auth = AccountAuth(LoginState.LOGGED_IN, access_token="t")
+    return AccountView(name, index == 0, Path("/x"), auth, AccountState(usage=usage))
+
+
+def test_strategies_order_new_conversations() -> None:
+    from cao.addons.routing import choose_account
+    from cao.config.pool import Strategy, by_strategy
+
+    views = [view("a", 50, 7200, 0), view("b", 10, 600), view("c", 0, None)]
+    names = {s: [v.name for v in by_strategy(views, NOW, s)] for s in Strategy}
+    assert names[Strategy.ORDER] == ["a", "b", "c"]
+    assert names[Strategy.RESET_FIRST] == ["b", "a", "c"]  # b's quota expires first
+    assert names[Strategy.HEADROOM] == ["c", "b", "a"]  # c has all of it left
+    assert choose_account(views, NOW, strategy=Strategy.RESET_FIRST).account.name == "b"  # type: ignore[union-attr]
+    # A conversation stays where it is: the strategy is for new ones.
+    stay = choose_account(views, NOW, "a", strategy=Strategy.HEADROOM)
+    assert stay.account is not None and stay.account.name == "a"
+
+
+def test_simulation_runs_and_names_a_default() -> None:
+    import subprocess
+    import sys
+
+    from cao.config.pool import DEFAULT_STRATEGY
+    from tests.helpers import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.sim.run"], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| strategy | blocked (h/week) |" in result.stdout
+    assert f"least blocked, then least expired: {DEFAULT_STRATEGY.value}" in result.stdout
