@@ -69,10 +69,10 @@ def three(data_dir: Path, upstream: FakeUpstream) -> Path:
     upstream.revoked.add(
         json.loads((data_dir / "c" / "auth.json").read_text())["tokens"]["access_token"]
     )  # c's token is refused: one forced refresh, which the fake refuses too
-    upstream.oauth_answers.append(
-        (200, {"access_token": fake_token("fresh-b", time.time() + 86400), "refresh_token": "r"})
-    )
-    upstream.oauth_answers.append((400, {"error": "refresh_token_reused"}))
+    # Read in parallel: each refresh token gets its own answer, whatever the order.
+    fresh = {"access_token": fake_token("fresh-b", time.time() + 86400), "refresh_token": "r"}
+    upstream.oauth_by_token["SECRET-refresh-b-0"] = (200, fresh)
+    upstream.oauth_by_token["SECRET-refresh-c-0"] = (400, {"error": "refresh_token_reused"})
     return data_dir
 
 

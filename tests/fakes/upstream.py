@@ -286,6 +286,7 @@ class FakeUpstream:
         self.usage_headers: dict[str, dict[str, str]] = {}  # per account id
         self.oauth_answers: list[tuple[int, dict[str, Any]]] = []
         self.oauth_delay = 0.0
+        self.oauth_by_token: dict[str, tuple[int, dict[str, Any]]] = {}  # refresh token -> answer
         self.reasoning = True  # turns carry an account-bound reasoning item, as real ones do
         self.rejection = "code"  # foreign blobs: "code" | "null_code" | "stream" (response.failed)
         self.rejected: list[Recorded] = []  # requests answered with a blob rejection
@@ -433,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         r = self._record()
         if r.path.endswith("/oauth/token"):
-            self._oauth()
+            self._oauth(r)
         elif r.path.endswith("/responses"):
             if not self._reject_foreign(r):
                 self._responses(r)
@@ -453,14 +454,19 @@ class _Handler(BaseHTTPRequestHandler):
             document = usage_document(5.0, 300 * 60, 1.0, 10080 * 60)
         self._send(200, json.dumps(document).encode())
 
-    def _oauth(self) -> None:
+    def _oauth(self, r: Recorded) -> None:
         time.sleep(self.fake.oauth_delay)
+        try:
+            refresh_token = (r.json() or {}).get("refresh_token")
+        except ValueError:
+            refresh_token = None
         with self.fake.lock:
-            status, doc = (
-                self.fake.oauth_answers.pop(0)
-                if self.fake.oauth_answers
-                else (400, {"error": "unexpected refresh"})
-            )
+            if refresh_token in self.fake.oauth_by_token:  # as the real endpoint: per token
+                status, doc = self.fake.oauth_by_token[refresh_token]
+            elif self.fake.oauth_answers:
+                status, doc = self.fake.oauth_answers.pop(0)
+            else:
+                status, doc = 400, {"error": "unexpected refresh"}
         self._send(status, json.dumps(doc).encode())
 
     def _reject_foreign(self, r: Recorded) -> bool:
