@@ -202,19 +202,24 @@ def test_gateway_status_without_a_gateway_gives_reasons_and_fixes(data_dir: Path
 
 
 def test_a_listener_that_never_answers_is_given_up_on_quickly(data_dir: Path) -> None:
+    """Against a listener that accepts and never answers, a command takes at most ~0.5 s more
+    than against a closed port (measured in the same run: Python's start-up cancels out)."""
     import socket
 
     write_account(data_dir, "a")
-    with socket.socket() as silent:
+    with socket.socket() as silent, socket.socket() as closed:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        for args in (["gateway", "status", "--url", url], ["status", "--url", url]):
-            started = time.monotonic()
-            result = run_cao(data_dir, *args)
-            took = time.monotonic() - started
-            assert took < 1.5, (args, took)  # python start-up included; the probe is 0.4 s
-            assert "Traceback" not in result.stderr
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
+        for command in (["gateway", "status"], ["status"]):
+            times = {}
+            for name, sock in (("closed", closed), ("silent", silent)):
+                url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+                started = time.monotonic()
+                result = run_cao(data_dir, *command, "--url", url)
+                times[name] = time.monotonic() - started
+                assert "Traceback" not in result.stderr
+            assert times["silent"] - times["closed"] < 0.8, (command, times)
 
 
 def test_ipv6_loopback_host_as_written_in_a_url(data_dir: Path, upstream: FakeUpstream) -> None:
