@@ -50,6 +50,15 @@ def hides_a_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
+def route_problem(stripped: str | None) -> tuple[int, str] | None:
+    """What is wrong with the path once the key is taken off (None: no key, or not ours)."""
+    if stripped is None:
+        return 403, "cao gateway: not this user's Codex (route Codex with `cao gateway url`)"
+    if hides_a_segment(stripped):
+        return 400, "cao gateway: dot-segments and encoded separators are not allowed"
+    return None
+
+
 def allowed_hosts(addresses: list[tuple[str, int]]) -> frozenset[str]:
     """The Host values that name where the gateway listens."""
     names: set[str] = set()
@@ -112,20 +121,19 @@ class AccessGuard:
             log.warning("refused a request body without Content-Length: connection closed")
             flow.kill()
             return
-        problem = self.problem(request)
+        stripped = strip_route(request.path, self.key) if self.key else None
+        problem = self.problem(request) or route_problem(stripped)
         if problem is not None:
-            status, message = problem
-            flow.response = refusal(status, message)
+            flow.response = refusal(*problem)
             return
-        assert self.key is not None
-        stripped = strip_route(request.path, self.key)
-        assert stripped is not None
+        assert stripped is not None  # route_problem said so
         decision_for(flow, time.time()).client_path = request.path
         request.path = stripped
         # What mitmproxy does in reverse mode unless keep_host_header: the upstream's name.
         request.host_header = url.hostport(request.scheme, request.host, request.port)
 
     def problem(self, request: http.Request) -> tuple[int, str] | None:
+        """Host and browser checks, before the key is looked at."""
         host = (request.host_header or "").lower()
         if host not in self.hosts:
             return 403, "cao gateway: wrong Host (it serves only its own address)"
@@ -133,8 +141,4 @@ class AccessGuard:
             return 403, "cao gateway: browsers may not use this gateway"
         if request.headers.get("sec-fetch-site", "none").lower() != "none":
             return 403, "cao gateway: browsers may not use this gateway"
-        if self.key is None or strip_route(request.path, self.key) is None:
-            return 403, "cao gateway: not this user's Codex (route Codex with `cao gateway url`)"
-        if hides_a_segment(request.path):
-            return 400, "cao gateway: dot-segments and encoded separators are not allowed"
         return None

@@ -70,9 +70,6 @@ class HistoryBook:
                     record.compacted_by = account
                     record.lost_compaction = False
 
-    def owner(self, print_: bytes) -> str | None:
-        return self.ledger.owner(print_)
-
     def prepare(self, request: http.Request, decision: FlowDecision, account: str) -> None:
         """Make `request` acceptable to `account`: remove items another account minted (and,
         once a blob of unknown origin was rejected, every blob not proven to be `account`'s).
@@ -81,9 +78,7 @@ class HistoryBook:
         strip_unknown = decision.strip_unknown or (record is not None and record.strip_unknown)
         original = decision.original_body
         if not strip_unknown and (record is None or not record.needs_rewrite(account)):
-            if original is not None:  # rewritten for another account before: as Codex sent it
-                _set_raw(request, original)
-                decision.original_body = None
+            _restore_original(request, decision)
             return
         if original is None:
             original = request.raw_content or b""
@@ -104,9 +99,7 @@ class HistoryBook:
             return
         decision.stripped_unknown = strip_unknown
         if not edit.changed:
-            if decision.original_body is not None:
-                _set_raw(request, original)
-                decision.original_body = None
+            _restore_original(request, decision)
             return
         decision.original_body = original
         request.content = new  # re-encoded as Codex sent it (zstd), content-length set
@@ -167,6 +160,9 @@ class HistoryBook:
         }
 
 
-def _set_raw(request: http.Request, raw: bytes) -> None:
-    request.raw_content = raw
-    request.headers["content-length"] = str(len(raw))
+def _restore_original(request: http.Request, decision: FlowDecision) -> None:
+    """The body as Codex sent it, if an earlier rewrite (for another account) changed it."""
+    if decision.original_body is not None:
+        request.raw_content = decision.original_body
+        request.headers["content-length"] = str(len(decision.original_body))
+        decision.original_body = None

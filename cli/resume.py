@@ -3,6 +3,7 @@ an exec run, `codex resume <id>` for the TUI. The user's own options are kept.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # What `cao run` sends when an exec run continues on the next account (the README says so).
@@ -36,22 +37,24 @@ class CodexCommand:
         return self.subcommand in EXEC_WORDS
 
 
+def _scan(args: list[str]) -> Iterator[tuple[int, bool, list[str]]]:
+    """(position, is option, tokens) for each option (with its value) or word of `args`."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            yield from ((i, False, [args[i]]) for i in range(index + 1, len(args)))
+            return
+        width = 2 if arg in VALUE_OPTIONS else 1
+        yield index, arg.startswith("-") and arg != "-", args[index : index + width]
+        index += width
+
+
 def _options_and_words(args: list[str]) -> tuple[list[str], list[str]]:
     options: list[str] = []
     words: list[str] = []
-    it = iter(args)
-    for arg in it:
-        if arg == "--":
-            words.extend(it)
-        elif arg in VALUE_OPTIONS:
-            options.append(arg)
-            value = next(it, None)
-            if value is not None:
-                options.append(value)
-        elif arg.startswith("-") and arg != "-":
-            options.append(arg)
-        else:
-            words.append(arg)
+    for _, is_option, tokens in _scan(args):
+        (options if is_option else words).extend(tokens)
     return options, words
 
 
@@ -66,16 +69,10 @@ NOT_SESSIONS = frozenset(
 
 def split_command(args: list[str]) -> CodexCommand:
     options: list[str] = []
-    it = iter(range(len(args)))
-    for index in it:
-        arg = args[index]
-        if arg in VALUE_OPTIONS:
-            options.extend(args[index : index + 2])
-            next(it, None)
-        elif arg.startswith("-") and arg != "-":
-            options.append(arg)
-        else:
-            return CodexCommand(options, arg, args[index + 1 :])
+    for index, is_option, tokens in _scan(args):
+        if not is_option:
+            return CodexCommand(options, tokens[0], args[index + 1 :])
+        options.extend(tokens)
     return CodexCommand(options, None, [])
 
 

@@ -135,7 +135,7 @@ def status_document(
     bin_dir: Path, now: float,
 ) -> dict[str, Any]:  # fmt: skip
     shim = shim_info(bin_dir)
-    url = gateway_url or shim.url or meant_gateway(None, bin_dir)
+    url = meant_gateway(gateway_url, bin_dir)  # the one rule (the shim is one small file)
     usable = [v for v in views if v.usable(now)]
     return {
         "version": STATUS_VERSION,

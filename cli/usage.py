@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cao.config.defaults import REFRESH_MARGIN_SECONDS
 from cao.config.pool import AccountPool, AccountView
 from cao.config.tokens import RefreshFailed, refresh_tokens
 from cao.config.usage import USAGE_PATH, UsageReading, apply_reading, parse_usage
@@ -27,13 +28,16 @@ def read_usage(
     expires soon (under the same lock as every refresh); a 401/403 gets one forced refresh."""
     auth = view.auth
     for attempt in (0, 1):
-        try:
-            result = refresh_tokens(
-                view.home, auth_url, client, auth.access_token, force=attempt == 1
-            )
-        except RefreshFailed as failure:
-            return f"token refresh failed ({failure.reason})"
-        auth = result.auth
+        # As the gateway's fresh_auth: the lock and a refresh only when the token expires soon
+        # (or was refused).
+        if attempt or auth.expires_within(REFRESH_MARGIN_SECONDS, time.time()):
+            try:
+                result = refresh_tokens(
+                    view.home, auth_url, client, auth.access_token, force=attempt == 1
+                )
+            except RefreshFailed as failure:
+                return f"token refresh failed ({failure.reason})"
+            auth = result.auth
         headers = {"authorization": f"Bearer {auth.access_token}"}
         if auth.account_id:
             headers["chatgpt-account-id"] = auth.account_id

@@ -33,7 +33,8 @@ class QuotaSignal:
     message: str | None = None
 
 
-def _number(value: object) -> float | None:
+def number(value: object) -> float | None:
+    """A finite number from a JSON value or header (a decimal string too); None otherwise."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -57,11 +58,11 @@ def usage_windows(headers: Mapping[str, str]) -> dict[str, tuple[float, float | 
     """x-codex-{primary,secondary}-* headers as {window minutes: (used percent, reset-at)}."""
     windows: dict[str, tuple[float, float | None]] = {}
     for name in WINDOWS:
-        used = _number(headers.get(f"x-codex-{name}-used-percent"))
-        minutes = _number(headers.get(f"x-codex-{name}-window-minutes"))
+        used = number(headers.get(f"x-codex-{name}-used-percent"))
+        minutes = number(headers.get(f"x-codex-{name}-window-minutes"))
         if used is None or minutes is None or not 1 <= minutes <= 10**6:
             continue
-        reset = _number(headers.get(f"x-codex-{name}-reset-at"))
+        reset = number(headers.get(f"x-codex-{name}-reset-at"))
         windows[str(int(minutes))] = (max(0.0, min(used, 100.0)), reset)
     return windows
 
@@ -112,12 +113,12 @@ def classify_error(
     kind = _kind_of(error)
     message = error.get("message") if isinstance(error.get("message"), str) else None
     if kind == "rate_limit_exceeded":
-        retry_after = _number(headers.get("retry-after"))
+        retry_after = number(headers.get("retry-after"))
         wait = retry_after if retry_after is not None and retry_after > 0 else 60.0
         return QuotaSignal(QuotaKind.RATE_LIMIT, now + min(wait, 3600.0), message)
     if kind in ("usage_limit_reached", "insufficient_quota"):
-        resets_at = _number(error.get("resets_at"))
-        if resets_at is None and (seconds := _number(error.get("resets_in_seconds"))) is not None:
+        resets_at = number(error.get("resets_at"))
+        if resets_at is None and (seconds := number(error.get("resets_in_seconds"))) is not None:
             resets_at = now + seconds
         if resets_at is None:
             resets_at = reset_from_headers(headers)
@@ -134,8 +135,8 @@ def classify_stream_event(
     error = error_object(event)
     if error is None or _kind_of(error) not in ("usage_limit_reached", "insufficient_quota"):
         return None
-    resets_at = _number(error.get("resets_at"))
-    if resets_at is None and (seconds := _number(error.get("resets_in_seconds"))) is not None:
+    resets_at = number(error.get("resets_at"))
+    if resets_at is None and (seconds := number(error.get("resets_in_seconds"))) is not None:
         resets_at = now + seconds
     message = error.get("message") if isinstance(error.get("message"), str) else None
     return QuotaSignal(QuotaKind.USAGE_LIMIT, sane_reset(resets_at, now, cooldown), message)

@@ -7,20 +7,13 @@ the primary slot. `used_percent` is what is used, not what remains.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from .quota import number
 from .state import AccountState, UsageWindow
 
 USAGE_PATH = "/backend-api/wham/usage"
 WINDOW_SLOTS = ("primary_window", "secondary_window", "tertiary_window")
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -44,12 +37,12 @@ class UsageReading:
 def parse_window(raw: object, now: float) -> Window | None:
     if not isinstance(raw, dict):
         return None
-    used = _number(raw.get("used_percent"))
-    seconds = _number(raw.get("limit_window_seconds"))
+    used = number(raw.get("used_percent"))
+    seconds = number(raw.get("limit_window_seconds"))
     if used is None or seconds is None or not 60 <= seconds <= 10**8:
         return None
-    resets_at = _number(raw.get("reset_at"))
-    if resets_at is None and (after := _number(raw.get("reset_after_seconds"))) is not None:
+    resets_at = number(raw.get("reset_at"))
+    if resets_at is None and (after := number(raw.get("reset_after_seconds"))) is not None:
         resets_at = now + after
     return Window(int(seconds // 60), max(0.0, min(used, 100.0)), resets_at)
 
@@ -68,7 +61,7 @@ def parse_usage(document: object, now: float) -> UsageReading:
     credits = document.get("credits")
     credits = credits if isinstance(credits, dict) else {}
     reset = document.get("rate_limit_reset_credits")
-    reset_count = _number(reset.get("available_count")) if isinstance(reset, dict) else None
+    reset_count = number(reset.get("available_count")) if isinstance(reset, dict) else None
     plan = document.get("plan_type")
     has_credits, unlimited = credits.get("has_credits"), credits.get("unlimited")
     return UsageReading(
@@ -77,18 +70,9 @@ def parse_usage(document: object, now: float) -> UsageReading:
         plan_type=plan if isinstance(plan, str) else None,
         has_credits=has_credits if isinstance(has_credits, bool) else None,
         credits_unlimited=unlimited if isinstance(unlimited, bool) else None,
-        credits_balance=_balance(credits.get("balance")),
+        credits_balance=number(credits.get("balance")),
         reset_credits=int(reset_count) if reset_count is not None and reset_count >= 0 else None,
     )
-
-
-def _balance(value: object) -> float | None:
-    if isinstance(value, str):  # the backend sends the balance as a decimal string
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    return _number(value)
 
 
 def apply_reading(account: AccountState, reading: UsageReading) -> None:
