@@ -3,7 +3,10 @@
 - `Host` must name the address the gateway listens on (a DNS-rebinding page sends its own name).
 - A request with `Origin`, a `Sec-Fetch-Site` other than `none`, or the `OPTIONS` method comes
   from a browser: refused, and no CORS header is ever sent.
-- The path must start with `/cao/<this install's key>` (config/access.py); the gateway strips it.
+- The connection was made by this OS user's process (peer.py, checked once per connection).
+  Where the OS cannot vouch (a remote client of an --allow-remote gateway) or --require-key
+  asks for it, the path must start with `/cao/<this install's key>`; a key in the path is
+  always checked and stripped (old shims keep working).
 - The rest may not hide a dot-segment or an encoded `/`, `.` or `\\`.
 - A body must declare its length: larger than the limit (mitmproxy's body_size_limit), it is
   refused with 413 before it is read. A chunked one would be held until it passed the limit:
@@ -24,10 +27,11 @@ from mitmproxy import ctx, http
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.net.http import url
 
-from cao.config.access import gateway_key, strip_route
+from cao.config.access import ROUTE, gateway_key, key_path, strip_route
 from cao.config.store import Store
 
 from .decision import decision_for
+from .peer import Peer, PeerCheck
 
 log = logging.getLogger("cao.gateway")
 
@@ -50,13 +54,21 @@ def hides_a_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
-def route_problem(stripped: str | None) -> tuple[int, str] | None:
-    """What is wrong with the path once the key is taken off (None: no key, or not ours)."""
-    if stripped is None:
-        return 403, "cao gateway: not this user's Codex (route Codex with `cao gateway url`)"
+def served_path(path: str, peer: Peer | None, key: str | None) -> str | tuple[int, str]:
+    """The path to serve (a valid key taken off), or why the request is refused."""
+    if peer is None:  # never checked: nothing vouches for it
+        return 403, "cao gateway: not this user's Codex"
+    if path.startswith(ROUTE):
+        stripped = strip_route(path, key) if key else None
+        if stripped is None:
+            return 403, "cao gateway: wrong key (rotated? `cao gateway enable` or `url --key`)"
+    elif peer.key_required:
+        return 403, "cao gateway: this gateway needs its key (`cao gateway url --key`)"
+    else:
+        stripped = path
     if hides_a_segment(stripped):
         return 400, "cao gateway: dot-segments and encoded separators are not allowed"
-    return None
+    return stripped
 
 
 def allowed_hosts(addresses: list[tuple[str, int]]) -> frozenset[str]:
@@ -94,14 +106,18 @@ def fail_closed[Hook: Callable[..., Any]](hook: Hook) -> Hook:
 class AccessGuard:
     """Answers 403/400 to anything that is not this user's Codex, before any other addon."""
 
-    def __init__(self) -> None:
+    def __init__(self, peers: PeerCheck) -> None:
+        self.peers = peers
         self.key: str | None = None
+        self.store: Store | None = None
+        self.key_stamp: int | None = None
         self.hosts: frozenset[str] = frozenset()
 
     def configure(self, updated: set[str]) -> None:
         if "cao_data_dir" in updated and ctx.options.cao_data_dir:
-            self.key = gateway_key(Store(Path(ctx.options.cao_data_dir)), create=False)
-            if self.key is None:
+            self.store = Store(Path(ctx.options.cao_data_dir))
+            self.key_stamp = None
+            if self.current_key() is None:
                 raise OptionsError("no gateway key in the data dir: start with `cao gateway start`")
         if "keep_host_header" in updated and not ctx.options.keep_host_header:
             raise OptionsError("the gateway needs keep_host_header (it checks Host itself)")
@@ -121,16 +137,32 @@ class AccessGuard:
             log.warning("refused a request body without Content-Length: connection closed")
             flow.kill()
             return
-        stripped = strip_route(request.path, self.key) if self.key else None
-        problem = self.problem(request) or route_problem(stripped)
+        problem = self.problem(request)
         if problem is not None:
             flow.response = refusal(*problem)
             return
-        assert stripped is not None  # route_problem said so
+        key = self.current_key() if request.path.startswith(ROUTE) else self.key
+        stripped = served_path(request.path, self.peers.peer(flow.client_conn), key)
+        if isinstance(stripped, tuple):
+            flow.response = refusal(*stripped)
+            return
         decision_for(flow, time.time()).client_path = request.path
         request.path = stripped
         # What mitmproxy does in reverse mode unless keep_host_header: the upstream's name.
         request.host_header = url.hostport(request.scheme, request.host, request.port)
+
+    def current_key(self) -> str | None:
+        """The install's key, read again when `cao gateway rotate-key` replaced the file."""
+        if self.store is None:
+            return self.key
+        try:
+            stamp = key_path(self.store).stat().st_mtime_ns
+        except OSError:
+            return self.key
+        if stamp != self.key_stamp:
+            self.key = gateway_key(self.store, create=False) or self.key
+            self.key_stamp = stamp
+        return self.key
 
     def problem(self, request: http.Request) -> tuple[int, str] | None:
         """Host and browser checks, before the key is looked at."""

@@ -12,6 +12,7 @@ from .access import AccessGuard
 from .debug import CaptureBody
 from .gateway import Gateway
 from .history import HistoryGuard
+from .peer import PeerCheck
 from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
 from .stream import StreamWatcher
@@ -40,7 +41,7 @@ class Startup:
         ready = sum(1 for v in views if v.auth.logged_in)
         mode = "passthrough auth" if self.gateway.passthrough else f"{ready} account(s)"
         port = f" --port {tcp[0][1]}" if int(tcp[0][1]) != GATEWAY_PORT else ""
-        # The base URL holds the install's key: the log names the command that prints it.
+        # The command that prints the base URL (with --host/--port as given).
         log.info(
             "cao gateway listening on %s -> %s (%s). Route Codex through it: `cao gateway "
             'enable%s`, or codex -c openai_base_url="$(cao gateway url%s)"',
@@ -113,9 +114,11 @@ class WebLockdown:
 
 def make_addons() -> list[object]:
     gateway = Gateway()
+    peers = PeerCheck()  # before any byte is read: only this OS user's processes
     return [
         gateway,
-        AccessGuard(),  # first: nothing else runs for a request that is not the user's Codex
+        peers,
+        AccessGuard(peers),  # first: nothing else runs for a request that is not the user's Codex
         UnusedBuiltins(),
         WebLockdown(),
         Startup(gateway),

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import typer
 
 from cao.config import defaults
-from cao.config.access import codex_base_url, gateway_key, status_url
+from cao.config.access import codex_base_url, gateway_key, rotate_key, status_url
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import ensure_private_dir
 from cao.config.pool import DEFAULT_STRATEGY, AccountPool, Strategy, account_summary
@@ -115,6 +115,7 @@ def mitm_args(
     web_port: int = 8081,
     usage_interval: int = 300,
     strategy: str = DEFAULT_STRATEGY.value,
+    require_key: bool = False,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -135,6 +136,7 @@ def mitm_args(
         "--set", f"cao_switch_at={switch_at}",
         "--set", f"cao_usage_interval={usage_interval}",
         "--set", f"cao_strategy={strategy}",
+        "--set", f"cao_require_key={'true' if require_key else 'false'}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -213,7 +215,14 @@ def start(
         bool,
         typer.Option(
             "--allow-remote",
-            help="Allow a non-loopback --host (others who have the key could use it).",
+            help="Allow a non-loopback --host (remote clients need the key in their URL).",
+        ),
+    ] = False,
+    require_key: Annotated[
+        bool,
+        typer.Option(
+            "--require-key",
+            help="Require the key in the URL from your own processes too (`url --key`).",
         ),
     ] = False,
     upstream_ca: Annotated[
@@ -229,7 +238,10 @@ def start(
                 f"--host {host} is not loopback: anyone who reaches it would use your accounts; "
                 "add --allow-remote if you mean it"
             )
-        warn(f"listening on {host}: anyone who reaches it with the key can use your accounts")
+        warn(
+            f"listening on {host}: remote clients need the key in their base URL "
+            f"(`cao gateway url --key --host {host}`); anyone who has it can use your accounts"
+        )
     upstream = origin(upstream, "--upstream")
     auth_url = origin(auth_url, "--auth-url")
     if upstream_ca is not None and not upstream_ca.is_file():
@@ -252,6 +264,7 @@ def start(
         passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
         web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
+        require_key=require_key,
     )  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
@@ -293,10 +306,10 @@ def start_command(url: str) -> str:
 
 
 def fetch_status(
-    url: str, key: str | None, timeout: float = STATUS_TIMEOUT
+    url: str, key: str | None = None, timeout: float = STATUS_TIMEOUT
 ) -> dict[str, Any] | None:
-    """The gateway's /__cao/status document, or None when nothing (or not a gateway of this
-    data dir: it refuses another install's key) answers."""
+    """The gateway's /__cao/status document, or None when nothing answers (or a gateway that
+    refuses us: another user's, or one that needs a key we do not have)."""
     # http.client, not urllib: urllib builds an SSL context on first use (~60 ms with its
     # import), and the gateway listens on plain HTTP.
     import http.client
@@ -308,7 +321,8 @@ def fetch_status(
     try:
         connection = connection_type(parts.hostname or "", parts.port, timeout=timeout)
         try:
-            path = urlsplit(status_url(url, key or "no-key")).path
+            # With the key when there is one: a gateway that requires it answers too.
+            path = urlsplit(status_url(url, key)).path
             connection.request("GET", path, headers={"host": parts.netloc})
             answer = connection.getresponse()
             document = json.loads(answer.read()) if answer.status == 200 else None
@@ -368,14 +382,31 @@ def url_(
     ctx: typer.Context,
     host: Host = defaults.GATEWAY_HOST,
     port: Port = defaults.GATEWAY_PORT,
+    with_key: Annotated[
+        bool,
+        typer.Option(
+            "--key",
+            help="With the install's key in the path (remote clients, --require-key): "
+            "put it into config.toml, never on a command line.",
+        ),
+    ] = False,
 ) -> None:
     """Print the exact openai_base_url Codex must use for the gateway (one line).
 
-    It carries this install's key, made on first use; the gateway need not be running.
+    On loopback it holds no secret: the gateway serves only your OS user's processes.
     """
-    key = gateway_key(store_of(ctx))
-    assert key is not None
-    print(codex_base_url(defaults.gateway_url(host, port), key))
+    key = gateway_key(store_of(ctx)) if with_key else None
+    print(codex_base_url(defaults.gateway_url(bare_host(host), port), key))
+
+
+@gateway_app.command("rotate-key")
+def rotate_key_(ctx: typer.Context) -> None:
+    """Replace the install's key (a running gateway takes the new one at once).
+
+    Clients that use the old key (`url --key`) get 403 until they get the new URL.
+    """
+    rotate_key(store_of(ctx))
+    say("new gateway key made: update keyed URLs with `cao gateway url --key`")
 
 
 @gateway_app.command()
@@ -389,9 +420,8 @@ def enable(
     target = origin(url, "--url") if url else defaults.gateway_url()
     directory = bin_dir or default_bin_dir()
     real = find_codex(codex)
-    key = gateway_key(store_of(ctx))
-    assert key is not None
-    shim = install_shim(directory, real, codex_base_url(target, key))
+    gateway_key(store_of(ctx))  # made now (0600), for `url --key`; the shim holds no secret
+    shim = install_shim(directory, real, codex_base_url(target))
     say(f"enabled: {shim} runs {real} through {target}")
     if problem := path_problem(directory, real):
         warn(problem)

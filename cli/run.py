@@ -186,11 +186,10 @@ def run(
 
     if gateway:
         url = meant_gateway(gateway_url)
-        key = gateway_key(store)
-        if fetch_status(url, key) is None:
+        if fetch_status(url, gateway_key(store, create=False)) is None:
             warn(f"no gateway answers at {url}: start it with `cao gateway start`")
-        assert key is not None
-        override = f'openai_base_url="{codex_base_url(url, key)}"'
+        # The plain URL: no secret in Codex's argv (the gateway checks the OS user).
+        override = f'openai_base_url="{codex_base_url(url)}"'
         exec_codex([argv[0], "-c", override, *argv[1:]], default.home)
     if no_fallback:
         chosen = next(v for v in views if v.name == (account or default.name))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cao.config.access import gateway_of
 from cao.config.errors import CaoError
-from cao.config.files import write_atomic
+from cao.config.files import ensure_dir, write_atomic
 
 from .codex import SHIM_MARKER, is_cao_shim
 
@@ -18,11 +18,14 @@ def default_bin_dir() -> Path:
     return Path.home() / ".local" / "bin"
 
 
-SHIM_MODE = 0o700  # it holds the gateway key: only its owner may read it
+# It holds no secret now (the plain URL), but only its owner runs it, and `cao doctor` flags a
+# shim others can read (an old one carried the key).
+SHIM_MODE = 0o700
+BIN_DIR_MODE = 0o755  # a bin dir on PATH: never writable by others, whatever the umask
 
 
 def render_shim(real_codex: Path, base_url: str) -> str:
-    """`base_url`: what `cao gateway url` prints (it carries the install's key)."""
+    """`base_url`: what `cao gateway url` prints (the plain URL: no secret in argv or env)."""
     override = f'openai_base_url="{base_url}"'
     return (
         "#!/bin/sh\n"
@@ -42,7 +45,7 @@ def install_shim(bin_dir: Path, real_codex: Path, base_url: str) -> Path:
         raise CaoError(f"{shim} exists and is not cao's shim; refusing to overwrite it")
     if shim.resolve() == real_codex.resolve():
         raise CaoError(f"{shim} is the real codex; refusing to overwrite it")
-    bin_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(bin_dir, BIN_DIR_MODE)
     if shim.is_symlink():
         shim.unlink()
     write_atomic(shim, render_shim(real_codex, base_url).encode(), mode=SHIM_MODE)

@@ -1,11 +1,13 @@
-"""Who may spend the accounts through the gateway: only requests that carry this install's key.
+"""The gateway's base URLs, and the install's key for where the OS cannot vouch for a peer.
 
-The key is a random secret in `<data dir>/gateway.key` (0600, in a 0700 dir). It travels in the
-path of the base URL Codex is given (`http://127.0.0.1:4319/cao/<key>/backend-api/codex`), which
-the shim (0700), `cao run --gateway` and `cao gateway url` build and the gateway strips. A web
-page, a DNS-rebinding page, another OS user or a process without the user's files cannot know
-it. Why a path and not a header: Codex sends only what its base URL says; a path needs no Codex
-option and works with every version.
+On loopback the gateway serves only this OS user's processes, as the kernel reports them
+(config/peer.py, addons/peer.py): Codex gets the plain `http://127.0.0.1:4319/backend-api/codex`
+and nothing cao starts carries a secret. The key, a random secret in `<data dir>/gateway.key`
+(0600, in a 0700 dir), is needed only where the OS cannot vouch: a remote client of an
+`--allow-remote` gateway, or everyone with `--require-key`. It travels in the path
+(`http://host:4319/cao/<key>/backend-api/codex`), which every Codex version sends as given; the
+user puts that URL into `config.toml`, never on a command line. Old shims that still carry the
+key in their URL keep working: the gateway strips a valid key.
 """
 
 from __future__ import annotations
@@ -46,16 +48,26 @@ def gateway_key(store: Store, create: bool = True) -> str | None:
         return key
 
 
-def route(key: str) -> str:
-    return f"{ROUTE}{key}"
+def rotate_key(store: Store) -> str:
+    """A new key replaces the old one (a running gateway reads it on the next keyed request)."""
+    store.ensure()
+    with store.lock():
+        key = secrets.token_urlsafe(32)
+        write_atomic(key_path(store), (key + "\n").encode())
+        return key
 
 
-def codex_base_url(gateway: str, key: str) -> str:
-    """The exact `openai_base_url` Codex must use for the gateway at `gateway`."""
+def route(key: str | None) -> str:
+    return f"{ROUTE}{key}" if key else ""
+
+
+def codex_base_url(gateway: str, key: str | None = None) -> str:
+    """The exact `openai_base_url` Codex must use for the gateway at `gateway` (with the key
+    only where the gateway requires it: remote clients, --require-key)."""
     return f"{gateway.rstrip('/')}{route(key)}{CODEX_API_PATH}"
 
 
-def status_url(gateway: str, key: str) -> str:
+def status_url(gateway: str, key: str | None = None) -> str:
     return f"{gateway.rstrip('/')}{route(key)}{STATUS_PATH}"
 
 

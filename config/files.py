@@ -15,11 +15,29 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
+def ensure_dir(path: Path, mode: int) -> None:
+    """Create `path` and its missing parents with exactly `mode`, whatever the umask (mkdir's
+    own parents=True makes them 0777 & ~umask: world-writable under umask 000). A directory
+    that exists keeps its bits, except that `path` itself loses any bit wider than `mode`."""
+    missing: list[Path] = []
+    here = path
+    while not here.exists():
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    for directory in reversed(missing):
+        with suppress(FileExistsError):
+            directory.mkdir(mode=mode)
+        directory.chmod(mode)  # mkdir's mode passes through the umask
+    current = path.stat().st_mode & 0o777
+    if current & ~mode:
+        path.chmod(current & mode)
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create `path` (and parents) as 0700; tighten it if it exists with looser bits."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(DIR_MODE)
+    ensure_dir(path, DIR_MODE)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:

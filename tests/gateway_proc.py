@@ -40,7 +40,8 @@ class GatewayProcess:
         self.env = env or cao_env(data_dir)
         self.lines: list[str] = []
         self.url = ""  # the gateway's origin, as it logs it
-        self.base = ""  # the origin and this install's key: where Codex's requests go
+        self.base = ""  # where Codex's requests go: the plain origin (the OS vouches for us)
+        self.keyed = ""  # the origin and this install's key (remote clients, --require-key)
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30) -> GatewayProcess:
@@ -59,7 +60,8 @@ class GatewayProcess:
                 if m := LISTENING.search(line):
                     self.url = m.group(1)
                     key = (self.data_dir / "gateway.key").read_text().strip()
-                    self.base = f"{self.url}/cao/{remember(key)}"
+                    self.base = self.url
+                    self.keyed = f"{self.url}/cao/{remember(key)}"
                     return self
             if self.proc.poll() is not None:
                 time.sleep(0.2)

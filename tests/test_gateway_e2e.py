@@ -348,11 +348,12 @@ def test_enable_disable_shim(tmp_path: Path, data_dir: Path, fake_codex_path: Pa
 
     subprocess.run([str(shim), "exec", "hi"], env=env, check=True)
     call = json.loads((tmp_path / "codex.log").read_text().splitlines()[-1])
-    base = run_cao(data_dir, "gateway", "url", "--port", "5555", env=env, prints_key=True).stdout
-    assert base.startswith("http://127.0.0.1:5555/cao/") and base.endswith("/backend-api/codex\n")
+    base = run_cao(data_dir, "gateway", "url", "--port", "5555", env=env).stdout
+    assert base == "http://127.0.0.1:5555/backend-api/codex\n"  # plain: no secret anywhere
     assert call["args"] == ["-c", f'openai_base_url="{base.strip()}"', "exec", "hi"]
-    # The shim holds the gateway key: only its owner can read it.
-    assert oct(shim.stat().st_mode & 0o777) == "0o700"
+    key = (data_dir / "gateway.key").read_text().strip()
+    assert key not in shim.read_text() and "/cao/" not in shim.read_text()
+    assert oct(shim.stat().st_mode & 0o777) == "0o700"  # only its owner runs it
     assert oct((data_dir / "gateway.key").stat().st_mode & 0o777) == "0o600"
     # Idempotent; resolving the real codex never picks the shim itself.
     assert run_cao(data_dir, "gateway", "enable", env=env).returncode == 0

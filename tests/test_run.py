@@ -189,10 +189,9 @@ def test_gateway_mode_adds_override_and_warns(accounts: Path, tmp_path: Path) ->
     )
     assert r.returncode == 0
     assert "no gateway answers at http://127.0.0.1:9" in r.stderr
-    key = (accounts / "gateway.key").read_text().strip()
     assert calls(tmp_path)[0]["args"] == [
         "-c",
-        f'openai_base_url="http://127.0.0.1:9/cao/{key}/backend-api/codex"',  # = cao gateway url
+        'openai_base_url="http://127.0.0.1:9/backend-api/codex"',  # = cao gateway url, no key
         "exec",
         "hi",
     ]
