@@ -12,6 +12,7 @@ from .access import AccessGuard
 from .debug import CaptureBody
 from .gateway import Gateway
 from .history import HistoryGuard
+from .limits import ConnectionLimits
 from .peer import PeerCheck
 from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
@@ -119,6 +120,7 @@ def make_addons() -> list[object]:
         gateway,
         peers,
         AccessGuard(peers),  # first: nothing else runs for a request that is not the user's Codex
+        ConnectionLimits(peers),
         UnusedBuiltins(),
         WebLockdown(),
         Startup(gateway),

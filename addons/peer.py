@@ -11,9 +11,7 @@ The verdict is kept for the connection's life: one look-up per connection, not p
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from dataclasses import dataclass
 
 from mitmproxy import connection, ctx
@@ -21,7 +19,7 @@ from mitmproxy.addonmanager import Loader
 
 from cao.config.peer import is_loopback_address, socket_owner
 
-log = logging.getLogger("cao.gateway")
+from .notes import note
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,6 @@ class PeerCheck:
     def __init__(self) -> None:
         self.own_uid = os.geteuid()
         self.peers: dict[str, Peer] = {}
-        self.refused: dict[str, tuple[int, float]] = {}  # reason -> (count, last logged)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -87,7 +84,7 @@ class PeerCheck:
         verdict = judge(peer, gateway, owner, self.own_uid, ctx.options.cao_require_key)
         if isinstance(verdict, str):
             client.error = f"cao gateway: refused ({verdict})"
-            self.note_refusal(verdict)
+            note(f"a connection from {verdict}")
             return
         self.peers[client.id] = verdict
 
@@ -97,14 +94,3 @@ class PeerCheck:
     def peer(self, client: connection.Client) -> Peer | None:
         """The connection's verdict; None when it was never checked (then: refuse)."""
         return self.peers.get(client.id)
-
-    def note_refusal(self, reason: str, every: float = 60.0) -> None:
-        """One log line per reason a minute, with how many were refused meanwhile."""
-        count, last = self.refused.get(reason, (0, 0.0))
-        now = time.monotonic()
-        if now - last >= every:
-            more = f" ({count + 1} since the last note)" if count else ""
-            log.warning("refused a connection: %s%s", reason, more)
-            self.refused[reason] = (0, now)
-        else:
-            self.refused[reason] = (count + 1, last)
