@@ -19,7 +19,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,29 @@ def hides_a_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
+# Where the gateway's own and Codex's paths live; a path that names them in another case is not
+# canonical (a lenient upstream might still route it).
+_OWN_PREFIXES = ("/backend-api", "/__cao", "/cao/")
+HTTP_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
+
+
+def non_canonical(path: str) -> bool:
+    """`//`, `;params`, a known prefix in another case, or no leading `/` (a path Codex never
+    sends, which a lenient router upstream might still take for an API path)."""
+    path = path.split("?", 1)[0]
+    if not path.startswith("/") or "//" in path or ";" in path:
+        return True
+    lowered = path.lower()
+    return any(lowered.startswith(p) and not path.startswith(p) for p in _OWN_PREFIXES)
+
+
+def is_websocket_upgrade(headers: Mapping[str, str]) -> bool:
+    """An `Upgrade` header naming websocket among its tokens (`websocket, foo` included):
+    the one rule for the HTTP and WebSocket paths alike."""
+    tokens = headers.get("upgrade", "").split(",")
+    return any(token.strip().lower().split("/", 1)[0] == "websocket" for token in tokens)
+
+
 def served_path(path: str, peer: Peer | None, key: str | None) -> str | tuple[int, str]:
     """The path to serve (a valid key taken off), or why the request is refused."""
     if peer is None:  # never checked: nothing vouches for it
@@ -68,6 +91,8 @@ def served_path(path: str, peer: Peer | None, key: str | None) -> str | tuple[in
         stripped = path
     if hides_a_segment(stripped):
         return 400, "cao gateway: dot-segments and encoded separators are not allowed"
+    if non_canonical(stripped):
+        return 400, "cao gateway: not a canonical path"
     return stripped
 
 
@@ -167,6 +192,10 @@ class AccessGuard:
     def problem(self, request: http.Request) -> tuple[int, str] | None:
         """Host and browser checks, before the key is looked at."""
         host = (request.host_header or "").lower()
+        if request.http_version not in HTTP_VERSIONS:
+            return 400, "cao gateway: HTTP/1.1 only"
+        if request.authority:  # an absolute-form target would name its own upstream
+            return 400, "cao gateway: absolute-form request targets are not allowed"
         if host not in self.hosts:
             return 403, "cao gateway: wrong Host (it serves only its own address)"
         if request.method == "OPTIONS" or "origin" in request.headers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import ctx
+from mitmproxy.exceptions import OptionsError
 
 from cao.config.defaults import GATEWAY_PORT, gateway_url
 
@@ -92,8 +93,19 @@ WEB_CLOSED_PATHS = (
 )
 
 
+# Options that make mitmproxy write flows (with the token of a request in flight) to a file.
+FLOW_WRITING_OPTIONS = frozenset({"save_stream_file", "hardump", "web_static_viewer"})
+FLOW_WRITERS = ("save", "savehar", "staticviewer")  # the addons behind them
+
+
 class WebLockdown:
-    """In mitmweb: the UI's dump, export, save, cut and duplicate answer 403."""
+    """In mitmweb: the UI's dump, export, save, cut and duplicate answer 403, and no option that
+    writes flows to a file may be set (at start or from the UI's options editor)."""
+
+    def configure(self, updated: set[str]) -> None:
+        for name in FLOW_WRITING_OPTIONS & updated:
+            if getattr(ctx.options, name, None):
+                raise OptionsError(f"{name}: the gateway never writes flows (they hold tokens)")
 
     def running(self) -> None:
         app = getattr(ctx.master, "app", None)
@@ -107,6 +119,9 @@ class WebLockdown:
                 self.set_status(403)
                 self.finish("closed by cao: this could show a token of a request in flight")
 
+        for name in FLOW_WRITERS:  # so that not even a moment's file is made
+            if (writer := ctx.master.addons.get(name)) is not None:
+                ctx.master.addons.remove(writer)
         router = app.wildcard_router
         for pattern in WEB_CLOSED_PATHS:
             router.rules.insert(0, router.process_rule(Rule(PathMatches(pattern), Closed)))

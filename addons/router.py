@@ -14,7 +14,7 @@ from cao.config.access import hide_route
 from cao.config.quota import usage_limit_body
 from cao.config.tokens import RefreshFailed
 
-from .access import fail_closed
+from .access import fail_closed, is_websocket_upgrade
 from .decision import decision_for, decision_of
 from .gateway import Gateway, is_model_path, token_fingerprint
 from .redact import redact, set_secret_header
@@ -45,7 +45,7 @@ class WebSocketRefusal:
     WebSocket session could not be retried on another account)."""
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None and flow.request.headers.get("upgrade", "").lower() == "websocket":
+        if flow.response is None and is_websocket_upgrade(flow.request.headers):
             flow.response = http.Response.make(
                 426, b"cao gateway: use HTTP/SSE", {"content-type": "text/plain"}
             )

@@ -21,7 +21,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_proc import GatewayProcess
-from tests.helpers import write_account
+from tests.helpers import cao_env, run_cao, write_account
 from tests.procinfo import rss_mib
 from tests.test_refresh_e2e import refresh_calls, refreshed_tokens
 
@@ -345,8 +345,68 @@ def test_mitmweb_shows_no_token_while_a_request_is_in_flight(
             assert web.post(f"/commands/{command}", json={"arguments": []}).status_code == 403
         control = web.post("/commands/view.properties.length", json={"arguments": []})
         assert control.is_success, control.text  # the same request, to a command left open
+        # The UI's options editor may not make mitmproxy write flows to a file.
+        for option in ("save_stream_file", "hardump", "web_static_viewer"):
+            target = data_dir.parent / f"flows-{option}"
+            answer = web.put("/options", json={option: str(target)})
+            assert not answer.is_success and not target.exists(), (option, answer.text)
         in_flight.join(30)
     text = "\n".join(seen)
     assert "redacted by cao" in text
     for secret in pool_tokens(data_dir):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "POST //backend-api/codex/responses HTTP/1.1",
+        "POST /BACKEND-API/codex/responses HTTP/1.1",
+        "POST /backend-api/codex/responses;x=1 HTTP/1.1",
+        "POST /backend-api/codex;x/responses HTTP/1.1",
+        "POST /backend-api/codex/responses HTTP/9.9",
+        "POST http://evil.example/backend-api/codex/responses HTTP/1.1",
+        "POST http://127.0.0.1/backend-api/codex/responses HTTP/1.1",
+    ],
+)
+def test_non_canonical_requests_are_refused(
+    gw: GatewayProcess, upstream: FakeUpstream, line: str
+) -> None:
+    head = f"{line}\nHost: 127.0.0.1:{gw.port}\nContent-Length: 2\n"
+    status, _ = raw_request(gw, head, b"{}")
+    assert status == 400, line
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("upgrade", ["websocket, foo", "foo, WebSocket", "websocket/13"])
+def test_every_websocket_upgrade_is_recognised(
+    gw: GatewayProcess, upstream: FakeUpstream, upgrade: str
+) -> None:
+    """A listed `websocket` token is an upgrade, as the exact value is (426 until the relay)."""
+    exact, _ = raw_request(
+        gw, f"GET {MODEL} HTTP/1.1\nHost: 127.0.0.1:{gw.port}\nConnection: Upgrade\n"
+        "Upgrade: websocket\n",
+    )  # fmt: skip
+    status, _ = raw_request(
+        gw, f"GET {MODEL} HTTP/1.1\nHost: 127.0.0.1:{gw.port}\nConnection: Upgrade\n"
+        f"Upgrade: {upgrade}\n",
+    )  # fmt: skip
+    assert status == exact != 200
+    assert not upstream.model_requests()
+
+
+def test_enable_makes_the_bin_dir_0755_under_umask_000(
+    tmp_path: Path, data_dir: Path, fake_codex_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = cao_env(data_dir, HOME=str(home), PATH=f"{fake_codex_path}:/usr/bin:/bin")
+    old = os.umask(0)
+    try:
+        r = run_cao(data_dir, "gateway", "enable", env=env)
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    for directory in (home / ".local", home / ".local" / "bin"):
+        assert oct(directory.stat().st_mode & 0o777) == "0o755", directory
+    assert oct((home / ".local" / "bin" / "codex").stat().st_mode & 0o777) == "0o700"
