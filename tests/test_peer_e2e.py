@@ -6,6 +6,7 @@ answer and nothing goes upstream; this user's processes need no key; `--require-
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -94,3 +95,102 @@ def test_require_key_and_rotate_key(data_dir: Path, upstream: FakeUpstream) -> N
         assert httpx.post(new_base + MODEL, content=b"{}").status_code == 200
     key = (data_dir / "gateway.key").read_text().strip()
     assert key in new_base and oct((data_dir / "gateway.key").stat().st_mode & 0o777) == "0o600"
+
+
+LOOK_AROUND = r"""
+import glob, json, os, re, subprocess, sys
+home, port = sys.argv[1], int(sys.argv[2])
+texts = [subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout]
+for path in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        texts.append(open(path, "rb").read().replace(b"\0", b" ").decode("latin-1"))
+    except OSError:
+        pass
+readable = []
+for root, dirs, files in os.walk(home):
+    for name in files:
+        path = os.path.join(root, name)
+        try:
+            texts.append(open(path, "rb").read().decode("latin-1"))
+            readable.append(path)
+        except OSError:
+            pass
+text = "\n".join(texts)
+urls = sorted(set(re.findall(r"http://127\.0\.0\.1:%d[^\s\"']*" % port, text)))
+print(json.dumps({"text": text, "urls": urls, "readable": readable}))
+"""
+
+
+@pytest.mark.codex
+def test_another_user_reads_all_it_can_while_codex_runs_and_gets_nothing(
+    data_dir: Path, upstream: FakeUpstream, codex: Path
+) -> None:
+    """The user's real Codex runs through the shim (a slow upstream keeps it in flight) in a
+    home others can enter (0755, the default umask: Codex's own files are 0644). The other user
+    reads `ps`, every environ and cmdline it may, and every file it can under that home: no key,
+    no token, and the gateway URLs it finds lead nowhere."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.codex_harness import EXEC_ARGS, enable_shim, make_user_home
+    from tests.helpers import ISSUED_SECRETS
+
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    root = Path(tempfile.mkdtemp(prefix="caohome", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        home = make_user_home(root, upstream)
+        (home / "auth.json").chmod(0o600)  # as Codex's own login writes it
+        upstream.seen_delay = 3.0
+        with GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url) as gw:
+            shim = enable_shim(data_dir, gw.url, root / "bin", codex)
+            old = os.umask(0o022)
+            try:
+                running = subprocess.Popen(
+                    [str(shim), *EXEC_ARGS, "say hi"], cwd=root, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    env={**os.environ, "CODEX_HOME": str(home)},
+                )  # fmt: skip
+            finally:
+                os.umask(old)
+            try:
+                deadline = time.monotonic() + 30
+                while not upstream.model_requests() and time.monotonic() < deadline:
+                    time.sleep(0.1)  # Codex's turn is in flight now
+                with other_user() as user:
+                    seen = user.run(
+                        LOOK_AROUND.replace("sys.argv[1]", repr(str(root))).replace(
+                            "int(sys.argv[2])", str(gw.port)
+                        )
+                    )
+                    assert seen.returncode == 0, seen.stderr
+                    found = json.loads(seen.stdout)
+                    paths = sorted({u.split(str(gw.port), 1)[1] or "/" for u in found["urls"]})
+                    answers = probe(user, gw, [*paths, MODEL])
+                output, _ = running.communicate(timeout=60)
+            finally:
+                if running.poll() is None:
+                    running.kill()
+                    running.wait()
+            models_seen = len(upstream.model_requests())
+            # The user's own Codex, every way: the turn went through.
+            assert running.returncode == 0, output
+            upstream.seen_delay = 0.0
+            direct = subprocess.run(
+                [str(codex), "-c", f'openai_base_url="{gw.base}/backend-api/codex"',
+                 *EXEC_ARGS, "say hi"], cwd=root, capture_output=True, text=True, timeout=60,
+                env={**os.environ, "CODEX_HOME": str(home)},
+            )  # fmt: skip
+            assert direct.returncode == 0, direct.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert found["readable"], "the probe read the user's files"
+    assert str(gw.port) in found["text"]  # it did see Codex's command line
+    key = (data_dir / "gateway.key").read_text().strip()
+    leaked = [s for s in [key, *ISSUED_SECRETS] if s in found["text"]]
+    assert not leaked, leaked[0][:12]
+    assert all(not a.startswith("HTTP/") for a in answers.values()), answers
+    assert models_seen >= 1 and all(r.token != "" for r in upstream.model_requests())
