@@ -67,7 +67,7 @@ def test_another_os_user_is_refused_even_with_the_key(
     assert all(not answer.startswith("HTTP/") for answer in seen.values()), seen
     assert upstream.requests == []
     # One line says why, not one per connection.
-    refusals = [line for line in gw.lines if "refused a connection" in line]
+    refusals = [line for line in gw.lines if "refused: a connection from" in line]
     assert len(refusals) == 1 and f"uid {uid}" in refusals[0], refusals
     # This user's own process needs no key.
     assert httpx.post(gw.base + MODEL, content=b"{}").status_code == 200
