@@ -13,6 +13,7 @@ from .access import AccessGuard
 from .debug import CaptureBody
 from .gateway import Gateway
 from .history import HistoryGuard
+from .http1server import ErrorText
 from .limits import ConnectionLimits
 from .peer import PeerCheck
 from .retry import QuotaRetry
@@ -133,6 +134,7 @@ def make_addons() -> list[object]:
     peers = PeerCheck()  # before any byte is read: only this OS user's processes
     return [
         gateway,
+        ErrorText(),  # before anything logs an error: no upstream bytes in its text
         peers,
         AccessGuard(peers),  # first: nothing else runs for a request that is not the user's Codex
         ConnectionLimits(peers),

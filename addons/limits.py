@@ -5,7 +5,7 @@
   CONNECTIONS_PER_PEER a new one is closed at once, so one peer's flood never starves another's
   (the gateway's own user has its own budget; other local users are refused by peer.py anyway).
 - A connection must send a complete request head within HEAD_SECONDS of being accepted.
-- A request head (line + headers) above HEAD_LIMIT gets 431 while it arrives (headlimit.py).
+- A request head (line + headers) above HEAD_LIMIT gets 431 while it arrives (http1server.py).
 - A conversation id (session-id, thread-id) above CONVERSATION_ID_LIMIT characters gets 400:
   the gateway keeps one entry per conversation.
 - A repeated error (asyncio's accept loop on EMFILE, say) is logged once, then counted.
@@ -23,7 +23,7 @@ from typing import Any
 from mitmproxy import connection, ctx, http
 
 from .access import refusal
-from .headlimit import install_head_limit
+from .http1server import install_http1_guards
 from .notes import note
 from .peer import PeerCheck
 from .routing import CONVERSATION_HEADERS
@@ -87,7 +87,7 @@ class ConnectionLimits:
     def running(self) -> None:
         soft, hard = raise_file_limit()
         log.debug("open-file limit %d (hard %d)", soft, hard)
-        install_head_limit()
+        install_http1_guards()
         asyncio.get_running_loop().set_exception_handler(RepeatedErrors())
 
     def client_connected(self, client: connection.Client) -> None:

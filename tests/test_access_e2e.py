@@ -410,3 +410,21 @@ def test_enable_makes_the_bin_dir_0755_under_umask_000(
     for directory in (home / ".local", home / ".local" / "bin"):
         assert oct(directory.stat().st_mode & 0o777) == "0o755", directory
     assert oct((home / ".local" / "bin" / "codex").stat().st_mode & 0o777) == "0o700"
+
+
+def test_an_upstream_answering_garbage_gets_a_json_502_without_its_bytes(
+    gw: GatewayProcess, upstream: FakeUpstream, data_dir: Path
+) -> None:
+    """The upstream echoes the request's token in a non-HTTP answer: neither the log nor the
+    502 Codex gets carries any of it."""
+    from tests.fakes.upstream import Answer
+
+    upstream.defaults[None] = Answer(kind="garbage")
+    answer = httpx.post(gw.base + MODEL, content=b"{}", headers={"session-id": "g"})
+    assert answer.status_code == 502
+    assert answer.headers["content-type"] == "application/json"
+    message = answer.json()["error"]["message"]
+    assert message.startswith("cao gateway: ") and "GARBAGE" not in message
+    assert upstream.model_requests()  # it did go upstream, with a pool token
+    for secret in [*pool_tokens(data_dir), "GARBAGE"]:
+        assert secret not in answer.text and secret not in gw.output

@@ -1,4 +1,4 @@
-"""The pure rules of addons/limits.py and addons/headlimit.py."""
+"""The pure rules of addons/limits.py and addons/http1server.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import resource
 import pytest
 from mitmproxy import http
 
-from cao.addons.headlimit import HEAD_LIMIT, head_too_large
+from cao.addons.http1server import HEAD_LIMIT, head_too_large
 from cao.addons.limits import RepeatedErrors, oversized_conversation, raise_file_limit
 
 
@@ -53,3 +53,15 @@ def test_a_repeated_loop_error_is_logged_once_with_a_count(
         assert len(caplog.records) == 2 and "999 more times" in caplog.records[-1].getMessage()
     finally:
         loop.close()
+
+
+def test_error_text_keeps_no_upstream_bytes() -> None:
+    from cao.addons.http1server import error_answer, error_summary
+
+    assert error_summary("unexpected server response: b'GARBAGE Bearer x'") == (
+        "unexpected server response"
+    )
+    assert error_summary("Connection killed.") == "Connection killed."  # mitmproxy's kill check
+    assert error_summary("\x00:") == "upstream error"
+    raw = error_answer(502, "unexpected server response: b'GARBAGE'")
+    assert raw.startswith(b"HTTP/1.1 502 ") and b"GARBAGE" not in raw

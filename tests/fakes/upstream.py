@@ -40,7 +40,7 @@ except ImportError:  # Python < 3.14
 
 @dataclass
 class Answer:
-    kind: str = "sse"  # sse | quota | rate | sse_quota | tool | status | cut | reject
+    kind: str = "sse"  # sse | quota | rate | sse_quota | tool | status | cut | reject | garbage
     status: int = 200
     body: bytes = b""
     events: int = 3
@@ -557,6 +557,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif answer.kind == "status":
             self._send(answer.status, answer.body, extra)
+        elif answer.kind == "garbage":  # not HTTP, echoing the request's token (a broken proxy)
+            self.wfile.write(
+                b"GARBAGE " + self.headers.get("authorization", "").encode() + b"\r\n\r\n"
+            )
+            self.wfile.flush()
+            self.close_connection = True
         elif answer.kind == "sse_quota":
             failed = sse("response.failed", {"response": {"id": "resp_f", "error": {
                 "code": "usage_limit_reached", "message": "The usage limit has been reached",
