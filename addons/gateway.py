@@ -35,7 +35,10 @@ log = logging.getLogger("cao.gateway")
 
 RETRY_MODES = ("redirect", "inline")
 TRANSIENT_REFRESH_COOLDOWN = 60.0  # the token endpoint failed for a moment: try others meanwhile
-REPEATED_401_WINDOW = 60.0  # a 401 right after a fresh token means the login itself is gone
+# A 401 right after a fresh token: the upstream refuses good tokens (an outage); only the token
+# endpoint's own verdict means "needs login". The account cools this long, then is tried again.
+REPEATED_401_WINDOW = 60.0
+UNAUTHORIZED_COOLDOWN = 60.0
 
 
 def token_fingerprint(token: str | None) -> str:
@@ -222,8 +225,10 @@ class Gateway:
     async def recover_unauthorized(self, name: str, used_token: str | None) -> None:
         """After an upstream 401: a request sent with a token older than the account's current
         one is simply re-sent (another request's refresh rotated it meanwhile); else refresh once
-        (unless another process already did). A 401 for the token a refresh just gave means
-        the login is gone. One 401 at a time per account, so a rotation is seen by the rest."""
+        (unless another process already did): the token endpoint says whether the login is
+        gone. A 401 for the token a refresh just gave cools the account (an outage does that
+        to every account; it never means "needs login" by itself). One 401 at a time per
+        account, so a rotation is seen by the rest."""
         lock = self._recovery_locks.setdefault(name, asyncio.Lock())
         async with lock:
             view = self.live.view(name)
@@ -234,7 +239,9 @@ class Gateway:
                 return  # rotated since it was sent: the re-send uses the new token
             now = time.time()
             if now - self._forced_refresh.get(name, 0.0) < REPEATED_401_WINDOW:
-                self.live.mark_needs_login(name, "upstream 401 with a fresh token")
+                self.live.mark_cooling(
+                    name, now + UNAUTHORIZED_COOLDOWN, "upstream 401 with a fresh token"
+                )
                 return
             self._forced_refresh[name] = now
             with contextlib.suppress(RefreshFailed):  # marked; the re-send goes elsewhere

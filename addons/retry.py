@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -23,6 +24,15 @@ def limit_signal(response: http.Response, now: float, cooldown: float) -> QuotaS
         return None
     body = response.get_content(strict=False) or b""
     return classify_error(response.status_code, body, response.headers, now, cooldown)
+
+
+def unavailable(until: float | None) -> http.Response:
+    """What Codex gets when every account was refused with 401: a 503 it retries."""
+    wait = max(1, round(until - time.time())) if until else 30
+    body = {"error": {"type": "cao_gateway_unavailable", "code": None,
+                      "message": "cao gateway: the upstream refused every account's token "
+                                 f"(401); retrying in {wait} s"}}  # fmt: skip
+    return http.Response.make(503, json.dumps(body).encode(), {**JSON, "retry-after": str(wait)})
 
 
 def is_unauthorized(response: http.Response) -> bool:
@@ -95,10 +105,14 @@ class QuotaRetry:
         self.exhausted(flow, signal)
 
     def exhausted(self, flow: http.HTTPFlow, signal: QuotaSignal | None) -> None:
-        """No account left: a short rate limit (or a 401) passes through (Codex honours
-        Retry-After); a usage limit becomes one 429 naming the earliest moment any account is
-        usable again."""
-        if signal is None or signal.kind is QuotaKind.RATE_LIMIT:
+        """No account left: a short rate limit passes through (Codex honours Retry-After); a
+        usage limit becomes one 429 naming the earliest moment any account is usable again; a
+        401 becomes a 503 (Codex retries it): a 401 would make Codex refresh its own login."""
+        if signal is None:
+            flow.response = unavailable(self.gateway.live.earliest_reset(time.time()))
+            log.warning("every account was refused by the upstream (401): answered 503")
+            return
+        if signal.kind is QuotaKind.RATE_LIMIT:
             return
         now = time.time()
         resets_at = self.gateway.live.earliest_reset(now) or signal.resets_at

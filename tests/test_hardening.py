@@ -372,3 +372,29 @@ def test_leak_checks_are_armed(accounts: Path) -> None:
     assert token in ISSUED_SECRETS
     with pytest.raises(AssertionError, match="shows a token"):
         assert_no_secret(f"log line Bearer {token}", "a log")
+
+
+@pytest.mark.parametrize("mode", ["redirect", "inline"])
+def test_a_storm_of_upstream_401s_never_marks_needs_login_nor_reaches_codex(
+    accounts: Path, upstream: FakeUpstream, mode: str
+) -> None:
+    """The upstream refuses every token (an outage), the token endpoint keeps giving new ones:
+    no account is marked "needs login" (only the token endpoint's own verdict means that),
+    they cool instead, and Codex never gets a 401 (it would refresh its own login)."""
+    from tests.test_refresh_e2e import refreshed_tokens
+
+    unauthorized = b'{"error": {"code": "token_expired", "message": "expired"}}'
+    upstream.defaults[None] = Answer("status", status=401, body=unauthorized)
+    for name in ("a", "b"):  # each refresh token gets new tokens, as the real endpoint does
+        refresh = json.loads((accounts / name / "auth.json").read_text())["tokens"]
+        upstream.oauth_by_token[refresh["refresh_token"]] = (200, refreshed_tokens(name))
+    with GatewayProcess(
+        accounts, upstream.url, "--auth-url", upstream.url, "--retry-mode", mode
+    ) as gw:
+        codes = [turn(gw.base, f"storm{n}").status_code for n in range(12)]
+        status = {a["name"]: a for a in httpx.get(gw.base + "/__cao/status").json()["accounts"]}
+    assert 401 not in codes, codes
+    assert set(codes) <= {503, 429}, codes
+    assert not any(a["needs_login"] for a in status.values()), status
+    assert {a["status"] for a in status.values()} == {"cooling"}
+    assert "needs login" not in gw.output
