@@ -6,16 +6,25 @@ answer and nothing goes upstream; this user's processes need no key; `--require-
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.codex_harness import EXEC_ARGS, client_config, enable_shim, make_user_home
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_proc import GatewayProcess
-from tests.helpers import remember, run_cao, write_account
+from tests.helpers import ISSUED_SECRETS, remember, run_cao, write_account
 from tests.other_user import other_user
+from tests.test_codex_e2e import stop_codex_daemons
 
 MODEL = "/backend-api/codex/responses"
 
@@ -121,6 +130,48 @@ print(json.dumps({"text": text, "urls": urls, "readable": readable}))
 """
 
 
+@contextmanager
+def open_home(upstream: FakeUpstream) -> Iterator[tuple[Path, Path]]:
+    """A user's dir others may enter (0755) holding Codex's CODEX_HOME: (root, CODEX_HOME)."""
+    root = Path(tempfile.mkdtemp(prefix="caohome", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        home = make_user_home(root, upstream)
+        (home / "auth.json").chmod(0o600)  # as Codex's own login writes it
+        yield root, home
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def look_around(gw: GatewayProcess, root: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Another OS user reads what it can, then tries every gateway URL it found."""
+    with other_user() as user:
+        seen = user.run(
+            LOOK_AROUND.replace("sys.argv[1]", repr(str(root))).replace(
+                "int(sys.argv[2])", str(gw.port)
+            )
+        )
+        assert seen.returncode == 0, seen.stderr
+        found = json.loads(seen.stdout)
+        paths = sorted({u.split(str(gw.port), 1)[1] or "/" for u in found["urls"]})
+        return found, probe(user, gw, [*paths, MODEL])
+
+
+def assert_nothing_for_the_other_user(
+    found: dict[str, Any], answers: dict[str, str], gw: GatewayProcess, data_dir: Path
+) -> None:
+    assert found["readable"], "the probe read the user's files"
+    assert f"127.0.0.1:{gw.port}" in found["text"]  # it did see where Codex is routed
+    key = (data_dir / "gateway.key").read_text().strip()
+    leaked = [s for s in [key, *ISSUED_SECRETS] if s in found["text"]]
+    assert not leaked, leaked[0][:12]
+    assert all(not a.startswith("HTTP/") for a in answers.values()), answers
+
+
+def codex_env(home: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "CODEX_HOME": str(home), **extra}
+
+
 @pytest.mark.codex
 def test_another_user_reads_all_it_can_while_codex_runs_and_gets_nothing(
     data_dir: Path, upstream: FakeUpstream, codex: Path
@@ -128,22 +179,11 @@ def test_another_user_reads_all_it_can_while_codex_runs_and_gets_nothing(
     """The user's real Codex runs through the shim (a slow upstream keeps it in flight) in a
     home others can enter (0755, the default umask: Codex's own files are 0644). The other user
     reads `ps`, every environ and cmdline it may, and every file it can under that home: no key,
-    no token, and the gateway URLs it finds lead nowhere."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-
-    from tests.codex_harness import EXEC_ARGS, enable_shim, make_user_home
-    from tests.helpers import ISSUED_SECRETS
-
-    write_account(data_dir, "a")
-    write_account(data_dir, "b")
-    root = Path(tempfile.mkdtemp(prefix="caohome", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        home = make_user_home(root, upstream)
-        (home / "auth.json").chmod(0o600)  # as Codex's own login writes it
+    no token, and the gateway URLs it finds lead nowhere. The user's Codex works every way:
+    the shim, `cao run --gateway`, `codex -c openai_base_url="$(cao gateway url)"`."""
+    for name in ("a", "b"):
+        (write_account(data_dir, name) / "config.toml").write_text(client_config(upstream))
+    with open_home(upstream) as (root, home):
         upstream.seen_delay = 3.0
         with GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url) as gw:
             shim = enable_shim(data_dir, gw.url, root / "bin", codex)
@@ -152,7 +192,7 @@ def test_another_user_reads_all_it_can_while_codex_runs_and_gets_nothing(
                 running = subprocess.Popen(
                     [str(shim), *EXEC_ARGS, "say hi"], cwd=root, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                    env={**os.environ, "CODEX_HOME": str(home)},
+                    env=codex_env(home),
                 )  # fmt: skip
             finally:
                 os.umask(old)
@@ -160,37 +200,75 @@ def test_another_user_reads_all_it_can_while_codex_runs_and_gets_nothing(
                 deadline = time.monotonic() + 30
                 while not upstream.model_requests() and time.monotonic() < deadline:
                     time.sleep(0.1)  # Codex's turn is in flight now
-                with other_user() as user:
-                    seen = user.run(
-                        LOOK_AROUND.replace("sys.argv[1]", repr(str(root))).replace(
-                            "int(sys.argv[2])", str(gw.port)
-                        )
-                    )
-                    assert seen.returncode == 0, seen.stderr
-                    found = json.loads(seen.stdout)
-                    paths = sorted({u.split(str(gw.port), 1)[1] or "/" for u in found["urls"]})
-                    answers = probe(user, gw, [*paths, MODEL])
+                found, answers = look_around(gw, root)
                 output, _ = running.communicate(timeout=60)
             finally:
                 if running.poll() is None:
                     running.kill()
                     running.wait()
-            models_seen = len(upstream.model_requests())
-            # The user's own Codex, every way: the turn went through.
             assert running.returncode == 0, output
             upstream.seen_delay = 0.0
+            url = run_cao(data_dir, "gateway", "url", "--port", str(gw.port)).stdout.strip()
             direct = subprocess.run(
-                [str(codex), "-c", f'openai_base_url="{gw.base}/backend-api/codex"',
-                 *EXEC_ARGS, "say hi"], cwd=root, capture_output=True, text=True, timeout=60,
-                env={**os.environ, "CODEX_HOME": str(home)},
+                [str(codex), "-c", f'openai_base_url="{url}"', *EXEC_ARGS, "say hi"],
+                cwd=root, capture_output=True, text=True, timeout=60, env=codex_env(home),
             )  # fmt: skip
             assert direct.returncode == 0, direct.stderr
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    assert found["readable"], "the probe read the user's files"
-    assert str(gw.port) in found["text"]  # it did see Codex's command line
-    key = (data_dir / "gateway.key").read_text().strip()
-    leaked = [s for s in [key, *ISSUED_SECRETS] if s in found["text"]]
-    assert not leaked, leaked[0][:12]
-    assert all(not a.startswith("HTTP/") for a in answers.values()), answers
-    assert models_seen >= 1 and all(r.token != "" for r in upstream.model_requests())
+            upstream.wham_account_id = None  # Codex runs in account a's home now
+            run = run_cao(
+                data_dir, "run", "--gateway", "--gateway-url", gw.url, "--codex", str(codex),
+                "--", *EXEC_ARGS, "say hi", cwd=root, timeout=90,
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            assert "hello from acct-" in run.stdout + run.stderr
+    assert_nothing_for_the_other_user(found, answers, gw, data_dir)
+    assert len(upstream.model_requests()) >= 3 and upstream.requests[-1].token
+
+
+@pytest.mark.codex
+def test_another_user_reads_what_the_codex_tui_wrote_and_gets_nothing(
+    data_dir: Path, upstream: FakeUpstream, codex: Path
+) -> None:
+    """The interactive Codex TUI, started through the shim in tmux, runs a turn and stays open
+    (its logs, state and session files written, under the default umask). The other user reads
+    all it can and tries the gateway: nothing."""
+    write_account(data_dir, "a")
+    socket_name = f"caop{os.getpid()}"
+    tmux = ["tmux", "-L", socket_name]
+    with open_home(upstream) as (root, home):
+        with GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url) as gw:
+            shim = enable_shim(data_dir, gw.url, root / "bin", codex)
+            try:
+                subprocess.run(
+                    [*tmux, "new-session", "-d", "-x", "120", "-y", "30", "-e",
+                     f"CODEX_HOME={home}", "-c", str(root), f"umask 022; exec {shim}"],
+                    check=True, env=codex_env(home, TERM="xterm"),
+                )  # fmt: skip
+
+                def screen() -> str:
+                    return subprocess.run(
+                        [*tmux, "capture-pane", "-p"], capture_output=True, text=True
+                    ).stdout
+
+                def wait_for(text: str, timeout: float = 60) -> None:
+                    deadline = time.monotonic() + timeout
+                    while text not in screen():
+                        assert time.monotonic() < deadline, screen()
+                        time.sleep(0.3)
+
+                wait_for("Ask Codex to do anything")
+                subprocess.run([*tmux, "send-keys", "say hi"], check=True)
+                time.sleep(0.5)
+                subprocess.run([*tmux, "send-keys", "Enter"], check=True)
+                wait_for("part2")
+                written = sorted(
+                    str(p.relative_to(home)) for p in home.rglob("*")
+                    if p.is_file() and p.stat().st_mode & 0o004
+                )  # fmt: skip
+                found, answers = look_around(gw, root)
+            finally:
+                subprocess.run([*tmux, "kill-server"], capture_output=True)
+                stop_codex_daemons([home], codex)
+    assert "logs_2.sqlite" in written, written  # others can read what the TUI wrote
+    assert_nothing_for_the_other_user(found, answers, gw, data_dir)
+    assert {r.account_id for r in upstream.model_requests()} == {"acct-a"}
