@@ -272,3 +272,70 @@ def test_another_user_reads_what_the_codex_tui_wrote_and_gets_nothing(
     assert "logs_2.sqlite" in written, written  # others can read what the TUI wrote
     assert_nothing_for_the_other_user(found, answers, gw, data_dir)
     assert {r.account_id for r in upstream.model_requests()} == {"acct-a"}
+
+
+@contextmanager
+def remote_client() -> Iterator[tuple[str, list[str]]]:
+    """A network namespace joined to this one by a veth pair: a client there is remote (the
+    kernel here holds no socket of it). (the gateway's address, the command prefix to run
+    something there)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a network namespace needs root and iproute2")
+    tag = f"{os.getpid() % 10000}{os.urandom(1).hex()}"
+    ns, here, there = f"caop{tag}", f"caoa{tag}", f"caob{tag}"
+    subnet = f"10.231.{os.getpid() % 250}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    try:
+        ip("netns", "add", ns)
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        ip("link", "set", there, "netns", ns)
+        ip("addr", "add", f"{subnet}.1/30", "dev", here)
+        ip("link", "set", here, "up")
+        ip("netns", "exec", ns, "ip", "addr", "add", f"{subnet}.2/30", "dev", there)
+        ip("netns", "exec", ns, "ip", "link", "set", there, "up")
+        yield f"{subnet}.1", ["ip", "netns", "exec", ns]
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_allow_remote_needs_the_key_from_a_remote_client_only(
+    data_dir: Path, upstream: FakeUpstream
+) -> None:
+    """An --allow-remote gateway on a veth address: a client in another network namespace
+    (remote: the OS here cannot name its user) needs the key in the path; this user's own
+    process on the same address does not."""
+    write_account(data_dir, "a")
+    with remote_client() as (address, there):
+        with GatewayProcess(data_dir, upstream.url, "--host", address, "--allow-remote") as gw:
+            keyed_path = gw.keyed.split(f":{gw.port}", 1)[1]
+            script = (
+                (
+                    "import json, sys, urllib.request\n"
+                    "out = {}\n"
+                    "for path in sys.argv[1:]:\n"
+                    "    url = 'http://%s:%d' % (ADDRESS, PORT) + path\n"
+                    "    request = urllib.request.Request(url, data=b'{}', method='POST')\n"
+                    "    try:\n"
+                    "        out[path] = urllib.request.urlopen(request, timeout=10).status\n"
+                    "    except urllib.error.HTTPError as e:\n"
+                    "        out[path] = e.code\n"
+                    "print(json.dumps(out))\n"
+                )
+                .replace("ADDRESS", repr(address))
+                .replace("PORT", str(gw.port))
+            )
+            remote = subprocess.run(
+                [*there, "/usr/bin/python3", "-c", script, MODEL, keyed_path + MODEL],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert remote.returncode == 0, remote.stderr
+            seen = json.loads(remote.stdout)
+            # This user's own process, on the same (non-loopback) address: no key needed.
+            local = httpx.post(f"http://{address}:{gw.port}{MODEL}", content=b"{}")
+    assert seen == {MODEL: 403, keyed_path + MODEL: 200}, seen
+    assert local.status_code == 200
+    assert len(upstream.model_requests()) == 2
