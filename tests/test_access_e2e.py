@@ -21,7 +21,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_proc import GatewayProcess
-from tests.helpers import cao_env, run_cao, write_account
+from tests.helpers import cao_env, remember, run_cao, write_account
 from tests.procinfo import rss_mib
 from tests.test_refresh_e2e import refresh_calls, refreshed_tokens
 
@@ -428,3 +428,30 @@ def test_an_upstream_answering_garbage_gets_a_json_502_without_its_bytes(
     assert upstream.model_requests()  # it did go upstream, with a pool token
     for secret in [*pool_tokens(data_dir), "GARBAGE"]:
         assert secret not in answer.text and secret not in gw.output
+
+
+def test_enable_rewrites_an_old_shim_that_carried_the_key(
+    tmp_path: Path, data_dir: Path, fake_codex_path: Path, upstream: FakeUpstream
+) -> None:
+    """A shim written before: the key in its URL. It keeps working against the gateway, and
+    `cao gateway enable` rewrites it without the key; cao still finds the gateway it names."""
+    from cao.cli.shim import render_shim, shim_gateway
+    from cao.config.access import codex_base_url, gateway_key
+    from cao.config.store import Store
+
+    bin_dir = tmp_path / "bin2"
+    bin_dir.mkdir()
+    key = gateway_key(Store(data_dir))
+    assert key is not None
+    remember(key)
+    old = render_shim(fake_codex_path / "codex", codex_base_url("http://127.0.0.1:4555", key))
+    (bin_dir / "codex").write_text(old)
+    (bin_dir / "codex").chmod(0o700)
+    assert key in old and shim_gateway(bin_dir / "codex") == "http://127.0.0.1:4555"
+    env = cao_env(data_dir, PATH=f"{bin_dir}:{fake_codex_path}:/usr/bin:/bin")
+    r = run_cao(data_dir, "gateway", "enable", "--bin-dir", str(bin_dir), "--url",
+                "http://127.0.0.1:4555", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    new = (bin_dir / "codex").read_text()
+    assert key not in new and "/cao/" not in new
+    assert shim_gateway(bin_dir / "codex") == "http://127.0.0.1:4555"
