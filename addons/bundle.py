@@ -20,6 +20,7 @@ from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
 from .stream import StreamWatcher
 from .usagepoll import UsagePoller
+from .usageview import UsageView
 
 log = logging.getLogger("cao.gateway")
 
@@ -132,6 +133,7 @@ class WebLockdown:
 def make_addons() -> list[object]:
     gateway = Gateway()
     peers = PeerCheck()  # before any byte is read: only this OS user's processes
+    poller = UsagePoller(gateway)
     return [
         gateway,
         ErrorText(),  # before anything logs an error: no upstream bytes in its text
@@ -142,6 +144,7 @@ def make_addons() -> list[object]:
         WebLockdown(),
         Startup(gateway),
         StatusEndpoint(gateway),
+        UsageView(gateway, poller),  # before the router: Codex's usage view is the pool's
         WebSocketRefusal(),
         AccountRouter(gateway),
         HistoryGuard(gateway),  # before CaptureBody: the body captured is the one sent
@@ -149,6 +152,6 @@ def make_addons() -> list[object]:
         StreamWatcher(gateway),
         QuotaRetry(gateway),
         RequestLog(gateway),
-        UsagePoller(gateway),
+        poller,
         gateway.debug,
     ]

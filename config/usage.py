@@ -87,3 +87,38 @@ def apply_reading(account: AccountState, reading: UsageReading) -> None:
     account.credits_unlimited = reading.credits_unlimited
     account.credits_balance = reading.credits_balance
     account.reset_credits = reading.reset_credits
+
+
+def render_usage(
+    account: AccountState,
+    now: float,
+    plan_type: str | None = None,
+    email: str | None = None,
+) -> dict[str, object]:
+    """The backend's `wham/usage` answer for what is recorded of one account (the inverse of
+    parse_usage): the shortest current window first, as the backend orders them. Numbers are
+    whole: Codex reads each field as an integer and ignores an answer with `42.0`."""
+    current = sorted(account.current_usage(now).items(), key=lambda item: int(item[0]))
+    slots: dict[str, object] = dict.fromkeys(WINDOW_SLOTS)
+    for slot, (minutes, window) in zip(WINDOW_SLOTS, current, strict=False):
+        resets_at = int(window.resets_at) if window.resets_at is not None else int(now)
+        slots[slot] = {
+            "used_percent": round(window.used_percent),
+            "limit_window_seconds": int(minutes) * 60,
+            "reset_after_seconds": max(0, resets_at - int(now)),
+            "reset_at": resets_at,
+        }
+    balance = account.credits_balance
+    document: dict[str, object] = {
+        "plan_type": plan_type or "unknown",
+        "rate_limit": slots,
+        "credits": {
+            "has_credits": bool(account.has_credits),
+            "unlimited": bool(account.credits_unlimited),
+            "balance": None if balance is None else f"{balance:g}",
+        },
+        "rate_limit_reset_credits": {"available_count": account.reset_credits or 0},
+    }
+    if email:
+        document["email"] = email
+    return document

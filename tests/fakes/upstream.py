@@ -283,6 +283,8 @@ class FakeUpstream:
         self.queues: dict[str | None, list[Answer]] = {}
         self.defaults: dict[str | None, Answer] = {}
         self.wham_account_id: str | None = None  # Codex's own account, for /wham/accounts/check
+        self.workspace_origin = "https://chatgpt.com"  # its workspace_backend_origin
+        self.accounts_check_status = 200
         self.usage_headers: dict[str, dict[str, str]] = {}  # per account id
         self.oauth_answers: list[tuple[int, dict[str, Any]]] = []
         self.oauth_delay = 0.0
@@ -420,9 +422,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(426, b"no websockets here", content_type="text/plain")
         elif "/wham/accounts/check" in r.path:
             account = self.fake.wham_account_id or r.account_id or "acct-unknown"
-            self._send(200, json.dumps({"accounts": [{
+            self._send(self.fake.accounts_check_status, json.dumps({"accounts": [{
                 "id": account, "name": "fake", "plan_type": "plus", "structure": "personal",
-                "is_deactivated": False, "workspace_backend_origin": "https://chatgpt.com",
+                "is_deactivated": False, "workspace_backend_origin": self.fake.workspace_origin,
                 "account_routing_override": "NO_CONSTRAINT"}]}).encode())  # fmt: skip
         elif r.path.split("?", 1)[0].endswith("/wham/usage"):
             self._usage(r)
