@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from mitmproxy import ctx
 from mitmproxy.exceptions import OptionsError
 
-from cao.config.defaults import GATEWAY_PORT, gateway_url
+from cao.config.defaults import GATEWAY_HOST, GATEWAY_PORT, gateway_url
+from cao.config.hints import cao_line, port_words
 
 from .access import AccessGuard
 from .debug import CaptureBody
@@ -15,6 +17,7 @@ from .gateway import Gateway
 from .history import HistoryGuard
 from .http1server import ErrorText
 from .limits import ConnectionLimits
+from .logfile import LogFile
 from .peer import PeerCheck
 from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
@@ -40,20 +43,21 @@ class Startup:
         tcp = [a for a in addrs if len(a) >= 2]
         if not tcp:
             return
-        url = gateway_url(str(tcp[0][0]), int(tcp[0][1]))
+        host, port = str(tcp[0][0]), int(tcp[0][1])
+        url = gateway_url(host, port)
         views = self.gateway.live.views()
         ready = sum(1 for v in views if v.auth.logged_in)
         mode = "passthrough auth" if self.gateway.passthrough else f"{ready} account(s)"
-        port = f" --port {tcp[0][1]}" if int(tcp[0][1]) != GATEWAY_PORT else ""
-        # The command that prints the base URL (with --host/--port as given).
+        where = port_words(host, port, GATEWAY_HOST, GATEWAY_PORT)
+        data_dir = Path(ctx.options.cao_data_dir)
         log.info(
-            "cao gateway listening on %s -> %s (%s). Route Codex through it: `cao gateway "
-            'enable%s`, or codex -c openai_base_url="$(cao gateway url%s)"',
+            "cao gateway listening on %s -> %s (%s). Route Codex through it: `%s`, or "
+            'codex -c openai_base_url="$(%s)"',
             url,
             ctx.options.cao_upstream,
             mode,
-            port,
-            port,
+            cao_line(data_dir, f"gateway enable{where}"),
+            cao_line(data_dir, f"gateway url{where}"),
         )
 
 
@@ -135,6 +139,7 @@ def make_addons() -> list[object]:
     peers = PeerCheck()  # before any byte is read: only this OS user's processes
     poller = UsagePoller(gateway)
     return [
+        LogFile(),  # first: what the others log at start reaches the file too
         gateway,
         ErrorText(),  # before anything logs an error: no upstream bytes in its text
         peers,

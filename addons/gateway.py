@@ -280,6 +280,7 @@ class Gateway:
                 "switch_at": ctx.options.cao_switch_at,
                 "strategy": ctx.options.cao_strategy,
                 "uptime_seconds": round(now - self.started),
+                "data_dir": self._data_dir,  # so cao tells "another data dir's" from down
             },
             "accounts": [account_summary(v, now) for v in self.live.views()],
             "history": self.history.status(),

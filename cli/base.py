@@ -63,6 +63,14 @@ def global_options(
     ctx.obj = Store(resolve_data_dir(data_dir))
 
 
+def cao_words(store: Store | None, words: str) -> str:
+    """A cao command line for a hint: with `--data-dir` when the data dir is not the default
+    one, so the line works pasted into any shell."""
+    from cao.config.hints import cao_line
+
+    return cao_line(store.data_dir if store is not None else None, words)
+
+
 def store_of(ctx: typer.Context) -> Store:
     root = ctx.find_root()
     assert isinstance(root.obj, Store)

@@ -10,6 +10,8 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,9 +26,17 @@ from cao.config.files import ensure_private_dir
 from cao.config.pool import DEFAULT_STRATEGY, AccountPool, Strategy, account_summary
 from cao.config.store import Store
 
-from .base import JsonFlag, gateway_app, print_json, say, status_words, store_of, warn
-from .codex import find_codex
-from .shim import default_bin_dir, install_shim, path_problem, remove_shim, shim_gateway
+from .base import (
+    JsonFlag,
+    cao_words,
+    gateway_app,
+    print_json,
+    say,
+    status_words,
+    store_of,
+    warn,
+)
+from .shim import default_bin_dir, shim_gateway
 
 # Comfortably above Codex's largest requests: a full context window is ~1 MB of JSON and an
 # image is resized to 2048 px (a few MB as base64), and each request is zstd-compressed.
@@ -228,8 +238,18 @@ def start(
     upstream_ca: Annotated[
         Path | None, typer.Option(help="Extra CA bundle to trust for the upstream's TLS.")
     ] = None,
+    daemon: Annotated[
+        bool,
+        typer.Option(
+            "--daemon", help="Run in the background (log: <data dir>/gateway.log; pid file)."
+        ),
+    ] = False,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Also log to this file (5 MB, two old ones kept).")
+    ] = None,
 ) -> None:
-    """Run the gateway in the foreground (Ctrl-C stops it)."""
+    """Run the gateway in the foreground (Ctrl-C stops it), or with --daemon in the
+    background (`cao gateway stop` stops it)."""
     store = store_of(ctx)
     host = bare_host(host)  # `[::1]` as written in a URL is the address ::1
     if not is_loopback(host):
@@ -253,8 +273,18 @@ def start(
                 f"no logged-in account in {store.data_dir}: add one with `cao add NAME` "
                 "(or run with --passthrough-auth)"
             )
+    if daemon and not port:
+        raise InvalidInput("--daemon needs a fixed --port (the shim and `stop` find it there)")
+    if daemon:
+        from .daemon import running_daemon
+
+        if (record := running_daemon(store)) is not None:
+            raise CaoError(
+                f"a gateway already runs for {store.data_dir} (pid {record.pid}, {record.url}):"
+                f" `{cao_words(store, 'gateway restart')}` restarts it"
+            )
     if port and port_in_use(host, port):
-        raise CaoError(f"port {port} on {host} is in use (another gateway? try --port)")
+        raise CaoError(busy_port(store, host, port))
     store.ensure()
     gateway_key(store)  # made before mitmdump starts: its addon only reads it
     ensure_private_dir(store.data_dir / ".mitmproxy")
@@ -266,6 +296,16 @@ def start(
         web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
         require_key=require_key,
     )  # fmt: skip
+    if log_file is not None:
+        args += ["--set", f"cao_log_file={log_file.absolute()}"]
+    if daemon:
+        from .daemon import log_path, spawn
+
+        url = defaults.gateway_url(host, port)
+        record = spawn(store, tool, args, url, answers(store))
+        say(f"gateway started at {url} (pid {record.pid}); log: {log_path(store)}")
+        say(f"stop it with `{cao_words(store, 'gateway stop')}`")
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     # Become mitmdump: Ctrl-C and signals reach it directly, and no orphan can be left behind.
@@ -294,15 +334,98 @@ def meant_gateway(
     return shim_gateway((bin_dir or default_bin_dir()) / "codex") or defaults.gateway_url()
 
 
-def start_command(url: str) -> str:
-    """`cao gateway start` with the options that make it listen at `url`."""
+def start_command(url: str, store: Store | None = None) -> str:
+    """`cao gateway start` with the options that make it listen at `url` (and the data dir
+    when it is not the default one, so the line works pasted into any shell)."""
     parts = urlsplit(url)
-    command = "cao gateway start"
+    command = "gateway start"
     if parts.hostname and parts.hostname != defaults.GATEWAY_HOST:
         command += f" --host {parts.hostname}"
     if parts.port and parts.port != defaults.GATEWAY_PORT:
         command += f" --port {parts.port}"
-    return command
+    return cao_words(store, command) if store is not None else f"cao {command}"
+
+
+class Answer(StrEnum):
+    """What is at a gateway URL, as seen from this data dir."""
+
+    OURS = "ours"  # this data dir's gateway
+    OTHER_DATA_DIR = "other data dir"  # a cao gateway, serving another data dir
+    REFUSED = "refused"  # a cao gateway that refuses us (another user's, or another key)
+    NOT_A_GATEWAY = "not a gateway"  # something else listens there
+    DOWN = "down"  # nothing listens
+
+
+@dataclass(frozen=True)
+class Probe:
+    answer: Answer
+    document: dict[str, Any] | None = None
+
+    def words(self, url: str) -> str:
+        """For humans: what is at `url`."""
+        if self.answer is Answer.OTHER_DATA_DIR:
+            other = (self.document or {}).get("gateway", {}).get("data_dir")
+            return f"a gateway runs at {url} with another data dir ({other})"
+        if self.answer is Answer.REFUSED:
+            return f"a gateway runs at {url} but refuses this user or data dir"
+        if self.answer is Answer.NOT_A_GATEWAY:
+            return f"something that is not a cao gateway listens at {url}"
+        if self.answer is Answer.DOWN:
+            return f"no gateway answers at {url}"
+        return f"the gateway answers at {url}"
+
+
+def probe(url: str, store: Store, timeout: float = STATUS_TIMEOUT) -> Probe:
+    """What answers at `url`: this data dir's gateway, another one, or nothing."""
+    import http.client
+
+    parts = urlsplit(url)
+    connection_type = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    key = gateway_key(store, create=False)
+    try:
+        connection = connection_type(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            path = urlsplit(status_url(url, key or "no-key")).path
+            connection.request("GET", path, headers={"host": parts.netloc})
+            answer = connection.getresponse()
+            body = answer.read()
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException):
+        return Probe(Answer.DOWN)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return Probe(Answer.NOT_A_GATEWAY)
+    if not isinstance(document, dict):
+        return Probe(Answer.NOT_A_GATEWAY)
+    if answer.status == 200 and "accounts" in document:
+        serving = document.get("gateway", {}).get("data_dir")
+        if serving is not None and Path(serving) != store.data_dir:
+            return Probe(Answer.OTHER_DATA_DIR, document)
+        return Probe(Answer.OURS, document)
+    error = document.get("error")
+    if isinstance(error, dict) and error.get("type") == "cao_gateway_refused":
+        return Probe(Answer.REFUSED)
+    return Probe(Answer.NOT_A_GATEWAY)
+
+
+def answers(store: Store) -> Callable[[str], bool]:
+    """A readiness check: does this data dir's gateway answer at the URL?"""
+    return lambda url: probe(url, store).answer is Answer.OURS
+
+
+def busy_port(store: Store, host: str, port: int) -> str:
+    """Why `start` cannot listen on a port in use, and what to do (a command that works)."""
+    url = defaults.gateway_url(host, port)
+    found = probe(url, store)
+    if found.answer is Answer.OURS:
+        return (
+            f"this data dir's gateway already runs at {url}: `{cao_words(store, 'gateway status')}`"
+        )
+    return f"port {port} on {host} is in use ({found.words(url)}): pick another with --port"
 
 
 def fetch_status(
@@ -357,7 +480,12 @@ def status(
         print_json({"url": target, "running": document is not None, "status": document})
         raise typer.Exit(0 if document else 1)
     if document is None:
-        say(f"gateway: not answering at {target} (start it with `{start_command(target)}`)")
+        found = probe(target, store)
+        if found.answer is Answer.DOWN:
+            say(f"gateway: not answering at {target} (start it with "
+                f"`{start_command(target, store)} --daemon`)")  # fmt: skip
+        else:
+            say(f"gateway: {found.words(target)}")
         now = time.time()
         for view in AccountPool(store).accounts():
             say(f"  {view.name}: {status_words(account_summary(view, now), now)}")
@@ -409,29 +537,6 @@ def rotate_key_(ctx: typer.Context) -> None:
     say("new gateway key made: update keyed URLs with `cao gateway url --key`")
 
 
-@gateway_app.command()
-def enable(
-    ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Gateway URL the shim points Codex at.")] = None,
-    codex: Annotated[Path | None, typer.Option(help="The real codex binary.")] = None,
-    bin_dir: BinDir = None,
-) -> None:
-    """Install a `codex` shim that routes Codex through the gateway."""
-    target = origin(url, "--url") if url else defaults.gateway_url()
-    directory = bin_dir or default_bin_dir()
-    real = find_codex(codex)
-    gateway_key(store_of(ctx))  # made now (0600), for `url --key`; the shim holds no secret
-    shim = install_shim(directory, real, codex_base_url(target))
-    say(f"enabled: {shim} runs {real} through {target}")
-    if problem := path_problem(directory, real):
-        warn(problem)
-
-
-@gateway_app.command()
-def disable(bin_dir: BinDir = None) -> None:
-    """Remove the `codex` shim (only ours)."""
-    directory = bin_dir or default_bin_dir()
-    if remove_shim(directory):
-        say(f"disabled: removed {directory / 'codex'}")
-    else:
-        say("not enabled: nothing to remove")
+# The commands in their own modules register on gateway_app when this one is imported.
+import cao.cli.daemon  # noqa: E402
+import cao.cli.enable  # noqa: E402, F401
