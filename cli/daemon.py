@@ -30,6 +30,7 @@ from cao.config.store import Store
 from .base import JsonFlag, cao_words, gateway_app, print_json, say, store_of
 
 PID_FILE = "gateway.pid"
+LAST_FILE = "gateway.last.json"  # how the last daemon was started (restart, the shim)
 LOG_FILE = "gateway.log"
 OUT_FILE = "gateway.out"
 READY_TIMEOUT = 20.0  # a cold mitmdump start on a loaded 2-core machine takes a few seconds
@@ -63,9 +64,9 @@ def cao_executable() -> list[str]:
     return [sys.executable, "-m", "cao.cli.app"]
 
 
-def read_record(store: Store) -> DaemonRecord | None:
+def read_record(store: Store, name: str = PID_FILE) -> DaemonRecord | None:
     try:
-        document = json.loads(pid_path(store).read_text())
+        document = json.loads((store.data_dir / name).read_text())
         return DaemonRecord(
             pid=int(document["pid"]),
             url=str(document["url"]),
@@ -187,6 +188,7 @@ def spawn(
                 pid_path(store).unlink()
             raise CaoError(f"the gateway did not start: {_last_words(store)}")
         if ready(url):
+            write_json_atomic(store.data_dir / LAST_FILE, asdict(record))
             return record
         time.sleep(0.05)
     _terminate(proc.pid)
@@ -239,19 +241,57 @@ def stop(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @gateway_app.command()
 def restart(
     ctx: typer.Context,
-    timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for it to answer.")
-    ] = READY_TIMEOUT,
+    wait: Annotated[float, typer.Option(min=1, help="Seconds to wait for it to answer.")] = (
+        READY_TIMEOUT
+    ),
 ) -> None:
-    """Restart the background gateway with the options it was started with."""
+    """Restart the background gateway with the options it was started with (or start the
+    last one again)."""
     from .gateway import answers
 
     store = store_of(ctx)
-    record = stop_daemon(store)
+    record = stop_daemon(store) or read_record(store, LAST_FILE)
     if record is None:
         raise CaoError(
-            f"no gateway daemon runs for {store.data_dir}: start one with "
+            f"no gateway daemon was started for {store.data_dir}: start one with "
             f"`{cao_words(store, 'gateway start --daemon')}`"
         )
-    started = spawn(store, record.tool, record.args, record.url, answers(store), timeout)
+    started = spawn(store, record.tool, record.args, record.url, answers(store), wait)
     say(f"restarted the gateway at {started.url} (pid {started.pid}); log: {log_path(store)}")
+
+
+@gateway_app.command()
+def ensure(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Its address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Its port.")] = 4319,
+    wait: Annotated[float, typer.Option(min=1, help="Seconds to wait for it to answer.")] = 10.0,
+) -> None:
+    """Start the background gateway unless it answers (what the shim runs): with the options
+    of the last daemon at that address, else the defaults. Exit 1 with one line if it
+    cannot."""
+    from cao.config.defaults import gateway_url
+
+    from .gateway import Answer, answers, probe
+
+    store = store_of(ctx)
+    url = gateway_url(host, port)
+    found = probe(url, store)
+    if found.answer is Answer.OURS:
+        return
+    if found.answer is not Answer.DOWN:
+        raise CaoError(found.words(url))
+    last = read_record(store, LAST_FILE)
+    if last is not None and last.url == url and running_daemon(store) is None:
+        spawn(store, last.tool, last.args, url, answers(store), wait)
+        return
+    command = [*cao_executable(), "--data-dir", str(store.data_dir), "gateway", "start",
+               "--daemon", "--host", host, "--port", str(port), "--wait", str(wait)]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=wait + 5,
+                              stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise CaoError(f"the gateway at {url} did not start within {wait:.0f} s") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["the gateway did not start"]
+        raise CaoError(lines[-1].removeprefix("cao: error: "))

@@ -6,6 +6,7 @@ Three routes, one step: the `codex` shim on PATH (the shell), the marked block i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from cao.config.hints import port_words
 from .base import cao_words, gateway_app, say, store_of, warn
 from .codex import find_codex
 from .gateway import Answer, BinDir, bare_host, meant_gateway, probe
-from .shim import default_bin_dir, install_shim, path_problem, remove_shim
+from .shim import ShimPlan, default_bin_dir, install_shim, path_problem, remove_shim
 
 CodexHome = Annotated[
     Path | None,
@@ -62,7 +63,17 @@ def enable(
     key = gateway_key(store)
     assert key is not None
     base_url = codex_base_url(target, key)
-    shim = install_shim(directory, real, base_url)
+    host_, port_ = _host_port(target)
+    try:
+        chatgpt_url = routing_for(base_url).chatgpt_base_url
+    except ConfigRefused:  # not on loopback: Codex's usage view stays its own
+        chatgpt_url = "https://chatgpt.com/backend-api/"
+    from .daemon import cao_executable
+
+    ensure = [*cao_executable(), "--data-dir", str(store.data_dir), "gateway", "ensure",
+              "--host", host_, "--port", str(port_)]  # fmt: skip
+    plan = ShimPlan(base_url, chatgpt_url, real, ensure, sys.executable)
+    shim = install_shim(directory, plan)
     say(f"enabled: {shim} runs {real} through {target}")
     if problem := path_problem(directory, real):
         warn(problem)
@@ -72,7 +83,7 @@ def enable(
             say(enable_routing(home, routing_for(base_url)))
         except ConfigRefused as refused:
             warn(str(refused))
-    parts = _host_port(target)
+    parts = (host_, port_)
     if at_login:
         from .daemon import cao_executable
         from .service import install_service, service_command

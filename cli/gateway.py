@@ -247,6 +247,9 @@ def start(
     log_file: Annotated[
         Path | None, typer.Option(help="Also log to this file (5 MB, two old ones kept).")
     ] = None,
+    wait: Annotated[
+        float, typer.Option(min=1, help="With --daemon: seconds to wait for it to answer.")
+    ] = 20.0,
 ) -> None:
     """Run the gateway in the foreground (Ctrl-C stops it), or with --daemon in the
     background (`cao gateway stop` stops it)."""
@@ -302,7 +305,7 @@ def start(
         from .daemon import log_path, spawn
 
         url = defaults.gateway_url(host, port)
-        record = spawn(store, tool, args, url, answers(store))
+        record = spawn(store, tool, args, url, answers(store), wait)
         say(f"gateway started at {url} (pid {record.pid}); log: {log_path(store)}")
         say(f"stop it with `{cao_words(store, 'gateway stop')}`")
         return

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cao.config.access import gateway_of
 from cao.config.errors import CaoError
 from cao.config.files import ensure_dir, write_atomic
 
-from .codex import SHIM_MARKER, is_cao_shim
+from .codex import CODEX_INSTALL, SHIM_MARKER, is_cao_shim
 
 
 def default_bin_dir() -> Path:
@@ -24,31 +26,92 @@ SHIM_MODE = 0o700
 BIN_DIR_MODE = 0o755  # a bin dir on PATH: never writable by others, whatever the umask
 
 
-def render_shim(real_codex: Path, base_url: str) -> str:
-    """`base_url`: what `cao gateway url` prints (the plain URL: no secret in argv or env)."""
-    override = f'openai_base_url="{base_url}"'
-    return (
-        "#!/bin/sh\n"
-        f"{SHIM_MARKER}\n"
-        "# Written by `cao gateway enable`; `cao gateway disable` removes it.\n"
-        f"# Routes Codex through the cao gateway at {gateway_of(base_url)}.\n"
-        "# OPENAI_BASE_URL is for Codex versions before 0.119; newer ones read the -c override.\n"
-        f"OPENAI_BASE_URL={shlex.quote(base_url)}\n"
-        "export OPENAI_BASE_URL\n"
-        f'exec {shlex.quote(str(real_codex))} -c {shlex.quote(override)} "$@"\n'
-    )
+@dataclass(frozen=True)
+class ShimPlan:
+    """What the shim needs at run time, fixed by `cao gateway enable`."""
+
+    base_url: str  # openai_base_url (what `cao gateway url` prints)
+    chatgpt_base_url: str  # the usage view and the rest of chatgpt_base_url, same listener
+    fallback_codex: Path  # used only when no other `codex` is on PATH at run time
+    ensure: list[str]  # the cao command that starts the gateway when none answers
+    python: str  # a Python for the fast "does it answer" check (no cao import)
 
 
-def install_shim(bin_dir: Path, real_codex: Path, base_url: str) -> Path:
+# Codex's own defaults: a direct run must undo a routing block in config.toml, or Codex would
+# retry a gateway that is not there.
+DIRECT = (
+    'openai_base_url="https://chatgpt.com/backend-api/codex"',
+    'chatgpt_base_url="https://chatgpt.com/backend-api/"',
+)
+# Connect only (0.5 s at most): starting cao itself costs ~0.3 s, paid only when it is down.
+_PROBE = (
+    "import socket,sys\n"
+    "try: socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()\n"
+    "except OSError: sys.exit(1)"
+)
+
+
+def render_shim(plan: ShimPlan) -> str:
+    """A POSIX sh script: find the real codex on PATH, make sure the gateway answers (start
+    the daemon if not), then run Codex through it; if the gateway cannot be started, say so
+    in one line and run Codex directly on the user's own login. Never waits unbounded."""
+    gateway = urlsplit(gateway_of(plan.base_url))
+    host = (gateway.hostname or "127.0.0.1").strip("[]")
+    port = str(gateway.port or 80)
+    q = shlex.quote
+    override = f'openai_base_url="{plan.base_url}"'
+    chatgpt = f'chatgpt_base_url="{plan.chatgpt_base_url}"'
+    return rf"""#!/bin/sh
+{SHIM_MARKER}
+# Written by `cao gateway enable`; `cao gateway disable` removes it.
+# Routes Codex through the cao gateway at {gateway_of(plan.base_url)}.
+# OPENAI_BASE_URL is for Codex versions before 0.119; newer ones read the -c override.
+OPENAI_BASE_URL={q(plan.base_url)}
+export OPENAI_BASE_URL
+# The real codex: the first `codex` on PATH that is not a cao shim (a moved install works).
+real=
+saved_ifs=$IFS
+IFS=:
+set -f
+for dir in $PATH; do
+  candidate="${{dir:-.}}/codex"
+  if [ -f "$candidate" ] && [ -x "$candidate" ] &&
+     ! head -c 512 "$candidate" 2>/dev/null | grep -q 'cao-shim: codex'; then
+    real=$candidate
+    break
+  fi
+done
+set +f
+IFS=$saved_ifs
+if [ -z "$real" ]; then
+  real={q(str(plan.fallback_codex))}
+  if [ ! -x "$real" ]; then
+    echo "cao: codex not found on PATH: install it with \`{CODEX_INSTALL}\`" >&2
+    exit 127
+  fi
+fi
+if ! {q(plan.python)} -I -S -c {q(_PROBE)} {q(host)} {port} 2>/dev/null; then
+  if ! why=$({" ".join(q(w) for w in plan.ensure)} 2>&1 >/dev/null); then
+    why=${{why##*
+}}
+    echo "cao: ${{why#cao: error: }}; running Codex directly on your own login" >&2
+    exec "$real" -c {q(DIRECT[0])} -c {q(DIRECT[1])} "$@"
+  fi
+fi
+exec "$real" -c {q(override)} -c {q(chatgpt)} "$@"
+"""
+
+
+def install_shim(bin_dir: Path, plan: ShimPlan) -> Path:
     shim = bin_dir / "codex"
     if (shim.exists() or shim.is_symlink()) and not is_cao_shim(shim):
         raise CaoError(f"{shim} exists and is not cao's shim; refusing to overwrite it")
-    if shim.resolve() == real_codex.resolve():
+    if shim.resolve() == plan.fallback_codex.resolve():
         raise CaoError(f"{shim} is the real codex; refusing to overwrite it")
     ensure_dir(bin_dir, BIN_DIR_MODE)
     if shim.is_symlink():
         shim.unlink()
-    write_atomic(shim, render_shim(real_codex, base_url).encode(), mode=SHIM_MODE)
+    write_atomic(shim, render_shim(plan).encode(), mode=SHIM_MODE)
     return shim
 
 

@@ -115,6 +115,8 @@ def write_account(data_dir: Path, name: str, default: bool = False, **auth: Any)
 def cao_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAO_")}
     env["CAO_DATA_DIR"] = str(data_dir)
+    # Never the machine's own ~/.codex: `cao gateway enable` writes its config.toml.
+    env["CODEX_HOME"] = str(data_dir.parent / "user-codex-home")
     env.update(extra)
     return env
 
