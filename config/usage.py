@@ -109,9 +109,12 @@ def render_usage(
             "reset_at": resets_at,
         }
     balance = account.credits_balance
+    reached = account.cooling(now) or any(w.used_percent >= 100 for _, w in current)
     document: dict[str, object] = {
         "plan_type": plan_type or "unknown",
-        "rate_limit": slots,
+        # `allowed` and `limit_reached` are required: Codex ignores an answer without them
+        # ("Limits: data not available yet"; measured with 0.169 and 0.171).
+        "rate_limit": {"allowed": not reached, "limit_reached": reached, **slots},
         "credits": {
             "has_credits": bool(account.has_credits),
             "unlimited": bool(account.credits_unlimited),

@@ -252,6 +252,9 @@ def usage_document(
         "plan_type": plan,
         "email": "someone@example.com",
         "rate_limit": {
+            # Required by Codex's parser, as the real backend sends them.
+            "allowed": max(primary_used or 0, secondary_used or 0) < 100,
+            "limit_reached": max(primary_used or 0, secondary_used or 0) >= 100,
             "primary_window": None
             if primary_used is None
             else usage_window(primary_used, primary_seconds),
