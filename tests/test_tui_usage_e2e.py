@@ -68,7 +68,7 @@ def read_status(tui: Tmux) -> str:
     status = ""
     for _ in range(5):
         tui.type("/status")
-        tui.wait_for("Context window", timeout=30)
+        tui.wait_for("Session:", timeout=30)
         time.sleep(1)
         status = tui.screen().rsplit(">_ OpenAI Codex", 1)[-1]
         if "5h limit" in status:
