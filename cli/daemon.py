@@ -247,7 +247,7 @@ def restart(
 ) -> None:
     """Restart the background gateway with the options it was started with (or start the
     last one again)."""
-    from .gateway import answers
+    from .probe import answers
 
     store = store_of(ctx)
     record = stop_daemon(store) or read_record(store, LAST_FILE)
@@ -272,7 +272,7 @@ def ensure(
     cannot."""
     from cao.config.defaults import gateway_url
 
-    from .gateway import Answer, answers, probe
+    from .probe import Answer, answers, probe
 
     store = store_of(ctx)
     url = gateway_url(host, port)

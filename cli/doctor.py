@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import stat
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -23,9 +25,11 @@ from cao.config.pool import (
 )
 from cao.config.store import Store
 
-from .base import human_until, local_time, print_json
+from .base import cao_words, human_until, local_time, print_json
 from .codex import CODEX_INSTALL, find_codex, is_cao_shim
 from .gateway import start_command
+from .probe import Answer, probe
+from .shim import shim_codex
 
 # -- doctor ---------------------------------------------------------------------------------------
 
@@ -127,17 +131,54 @@ def check_shim(store: Store, document: dict[str, Any], bin_dir: Path) -> list[Ch
         gw["running"] if shim["url"] == gw["url"] else gateway_info(store, shim["url"])["running"]
     )
     if not answers:
+        checks.append(gateway_check(store, shim["url"]))
+    if shim_codex(bin_dir / "codex") is None:
         checks.append(Check(
             Level.ERROR,
-            f"the codex shim routes Codex to {shim['url']} but no gateway answers there: Codex "
-            "would fail",
-            f"{start_command(shim['url'])}   (or `cao gateway disable`)",
+            "the codex shim finds no codex to run (moved or uninstalled)",
+            f"{CODEX_INSTALL}   (the shim takes the first codex on PATH)",
         ))  # fmt: skip
     if shim["problem"]:
         checks.append(Check(
             Level.WARNING, shim["problem"], f'export PATH="{bin_dir}:$PATH"  (in your shell rc)'
         ))  # fmt: skip
     return checks or [Check(Level.OK, f"codex shim routes Codex through {shim['url']}")]
+
+
+def gateway_check(store: Store, url: str) -> Check:
+    """The shim's gateway does not serve this data dir: say what is there, and a fix that
+    works as printed (a `start` on a port taken by another gateway would fail)."""
+    found = probe(url, store)
+    where = urlsplit(url)
+    if found.answer is Answer.DOWN:
+        return Check(
+            Level.ERROR,
+            f"the codex shim routes Codex to {url} but no gateway answers there (the shim "
+            "starts one, but the IDE extension and the desktop app do not)",
+            f"{start_command(url, store)} --daemon   (or `{cao_words(store, 'gateway disable')}`)",
+        )
+    if found.answer is Answer.OTHER_DATA_DIR:
+        other = (found.document or {}).get("gateway", {}).get("data_dir", "")
+        return Check(
+            Level.ERROR,
+            f"{found.words(url)}: Codex is served by that data dir's accounts",
+            f"cao --data-dir {shlex.quote(str(other))} status   (or use one data dir)",
+        )
+    port = free_port(where.hostname or "127.0.0.1")
+    return Check(
+        Level.ERROR,
+        f"{found.words(url)}: Codex cannot use it",
+        f"{cao_words(store, f'gateway start --daemon --port {port}')} && "
+        f"{cao_words(store, f'gateway enable --port {port}')}",
+    )
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _loose(path: Path, allowed: int) -> bool:

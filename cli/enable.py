@@ -25,7 +25,8 @@ from cao.config.hints import port_words
 
 from .base import cao_words, gateway_app, say, store_of, warn
 from .codex import find_codex
-from .gateway import Answer, BinDir, bare_host, meant_gateway, probe
+from .gateway import BinDir, bare_host, meant_gateway
+from .probe import Answer, probe
 from .shim import ShimPlan, default_bin_dir, install_shim, path_problem, remove_shim
 
 CodexHome = Annotated[
@@ -60,9 +61,8 @@ def enable(
     directory = bin_dir or default_bin_dir()
     target = meant_gateway(url, directory, host, port)
     real = find_codex(codex)
-    key = gateway_key(store)
-    assert key is not None
-    base_url = codex_base_url(target, key)
+    gateway_key(store)  # made now (0600), for `url --key`; the shim holds no secret
+    base_url = codex_base_url(target)
     host_, port_ = _host_port(target)
     try:
         chatgpt_url = routing_for(base_url).chatgpt_base_url

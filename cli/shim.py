@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from collections.abc import Mapping
@@ -127,6 +128,24 @@ def shim_gateway(shim: Path) -> str | None:
         if line.startswith("OPENAI_BASE_URL="):
             words = shlex.split(line.partition("=")[2])
             return gateway_of(words[0]) if words else None
+    return None
+
+
+def shim_codex(shim: Path, env: Mapping[str, str] = os.environ) -> Path | None:
+    """The codex our shim would run now: the first on PATH that is not a shim, else the one
+    `enable` saw; None when neither is there (moved or uninstalled)."""
+    from .codex import find_codex
+
+    with contextlib.suppress(CaoError):
+        return find_codex(None, env)
+    try:
+        lines = shim.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        if line.startswith("  real=") and (words := shlex.split(line.partition("=")[2])):
+            fallback = Path(words[0])
+            return fallback if fallback.is_file() and os.access(fallback, os.X_OK) else None
     return None
 
 

@@ -175,9 +175,8 @@ def test_one_rule_for_the_gateway_the_user_means(
     assert run_cao(data_dir, *enable, "--url", "http://127.0.0.1:9", env=env).returncode == 0
     down = run_cao(data_dir, "gateway", "status", "--bin-dir", str(bin_dir), env=env)
     assert down.returncode == 1
-    assert "not answering at http://127.0.0.1:9 (start it with `cao gateway start --port 9`)" in (
-        down.stderr
-    )
+    start = f"cao --data-dir {data_dir} gateway start --port 9 --daemon"
+    assert f"not answering at http://127.0.0.1:9 (start it with `{start}`)" in down.stderr
     with GatewayProcess(data_dir, upstream.url) as gw:
         assert run_cao(data_dir, *enable, "--url", gw.url, env=env).returncode == 0
         up = run_cao(data_dir, "gateway", "status", "--bin-dir", str(bin_dir), env=env)

@@ -339,18 +339,24 @@ def test_enable_disable_shim(tmp_path: Path, data_dir: Path, fake_codex_path: Pa
         PATH=f"{bin_dir}:{fake_codex_path}:/usr/bin:/bin",
         FAKE_CODEX_LOG=str(tmp_path / "codex.log"),
     )
-    r = run_cao(data_dir, "gateway", "enable", "--url", "http://127.0.0.1:5555", env=env)
+    listener = socket.socket()  # something answers there: the shim starts no gateway
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    r = run_cao(data_dir, "gateway", "enable", "--url", f"http://127.0.0.1:{port}", env=env)
     assert r.returncode == 0, r.stderr
     shim = bin_dir / "codex"
     assert "cao-shim" in shim.read_text()
-    # The shim runs the real codex with the override before the user's arguments.
+    # The shim runs the real codex with the overrides before the user's arguments.
     import subprocess
 
     subprocess.run([str(shim), "exec", "hi"], env=env, check=True)
+    listener.close()
     call = json.loads((tmp_path / "codex.log").read_text().splitlines()[-1])
-    base = run_cao(data_dir, "gateway", "url", "--port", "5555", env=env).stdout
-    assert base == "http://127.0.0.1:5555/backend-api/codex\n"  # plain: no secret anywhere
-    assert call["args"] == ["-c", f'openai_base_url="{base.strip()}"', "exec", "hi"]
+    base = run_cao(data_dir, "gateway", "url", "--port", str(port), env=env).stdout
+    assert base == f"http://127.0.0.1:{port}/backend-api/codex\n"  # plain: no secret anywhere
+    chatgpt = f'chatgpt_base_url="http://localhost:{port}/backend-api/"'
+    assert call["args"] == ["-c", f'openai_base_url="{base.strip()}"', "-c", chatgpt, "exec", "hi"]
     key = (data_dir / "gateway.key").read_text().strip()
     assert key not in shim.read_text() and "/cao/" not in shim.read_text()
     assert oct(shim.stat().st_mode & 0o777) == "0o700"  # only its owner runs it

@@ -242,11 +242,16 @@ def test_doctor_shim_without_gateway_and_path_order(world: dict[str, Any]) -> No
     assert code == 2, checks
     found = problems(checks)
     message = (
-        "the codex shim routes Codex to http://127.0.0.1:9 but no gateway answers there: Codex "
-        "would fail"
+        "the codex shim routes Codex to http://127.0.0.1:9 but no gateway answers there (the "
+        "shim starts one, but the IDE extension and the desktop app do not)"
     )
-    # The fix starts the gateway where the shim points (port 9), not at the default.
-    assert found[message] == ("error", "cao gateway start --port 9   (or `cao gateway disable`)")
+    # The fix starts the gateway where the shim points (port 9), not at the default, for
+    # this data dir (the line works pasted into any shell).
+    data = f"cao --data-dir {world['data']}"
+    assert found[message] == (
+        "error",
+        f"{data} gateway start --port 9 --daemon   (or `{data} gateway disable`)",
+    )
     # Asking another gateway (--url) does not hide that the shim's has none.
     r = status(world, "--doctor", "--json", "--url", "http://127.0.0.1:1")
     assert r.returncode == 2 and message in r.stdout
