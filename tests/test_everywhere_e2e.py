@@ -247,3 +247,20 @@ def test_shim_finds_codex_at_run_time(data_dir: Path, tmp_path: Path) -> None:
         )
     with contextlib.suppress(FileNotFoundError):
         log.unlink()
+
+
+def test_doctor_reports_a_shim_whose_codex_is_gone(data_dir: Path, tmp_path: Path) -> None:
+    write_account(data_dir, "a")
+    real = fake_codex_dir(tmp_path, "nvm")
+    bin_dir = tmp_path / "bin"
+    env = cao_env(data_dir, PATH=f"{bin_dir}:{real}:/usr/bin:/bin")
+    enabled = run_cao(data_dir, "gateway", "enable", "--bin-dir", str(bin_dir), "--codex",
+                      str(real / "codex"), "--no-config", env=env)  # fmt: skip
+    assert enabled.returncode == 0, enabled.stderr
+    (real / "codex").unlink()
+    doctor = run_cao(data_dir, "status", "--doctor", "--json", "--bin-dir", str(bin_dir),
+                     env=env)  # fmt: skip
+    checks = {c["message"]: c for c in json.loads(doctor.stdout)["checks"]}
+    gone = checks["the codex shim finds no codex to run (moved or uninstalled)"]
+    assert gone["level"] == "error" and gone["fix"].startswith("npm install -g @openai/codex")
+    assert doctor.returncode == 2
