@@ -131,8 +131,13 @@ def test_only_codex_endpoints_get_a_pool_token(
 ) -> None:
     mine = {"authorization": "Bearer codex-own-token"}
     assert httpx.get(gw.base + "/backend-api/codex/other", headers=mine).status_code == 200
-    assert httpx.get(gw.base + "/backend-api/wham/usage", headers=mine).status_code == 200
+    assert httpx.get(gw.base + "/backend-api/wham/settings/user", headers=mine).status_code == 200
     assert [r.token for r in upstream.requests] == ["codex-own-token"] * 2
+    # Codex's usage view is answered by the gateway (addons/usageview.py): the only upstream
+    # read is the gateway's own, of the pool account's usage.
+    assert httpx.get(gw.base + "/backend-api/wham/usage", headers=mine).status_code == 200
+    own_reads = [r for r in upstream.requests if r.token == "codex-own-token"]
+    assert len(own_reads) == 2
     assert httpx.post(gw.base + MODEL, content=b"{}", headers=mine).status_code == 200
     assert upstream.requests[-1].token in pool_tokens(data_dir)
 
