@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from cao.addons.logfile import LogFile
 from cao.cli.daemon import command_line
 from cao.cli.service import render_plist, render_unit, service_command
 from tests.fakes.upstream import FakeUpstream
-from tests.helpers import CAO, run_cao, write_account
+from tests.helpers import CAO, cao_env, run_cao, write_account
 
 
 def free_port() -> int:
@@ -169,3 +170,25 @@ def test_launchd_plist_parses(tmp_path: Path) -> None:
                                                 str(tmp_path), "gateway"]  # fmt: skip
     assert document["ProgramArguments"][4:7] == ["start", "--port", "18902"]
     assert document["RunAtLoad"] is True and document["KeepAlive"] == {"SuccessfulExit": False}
+
+
+def test_enable_at_login_installs_the_service_and_disable_removes_it(
+    daemon_dir: Path, tmp_path: Path, fake_codex_path: Path
+) -> None:
+    if sys.platform == "darwin":
+        pytest.skip("the launchd agent is checked by parsing (test_launchd_plist_parses)")
+    env = cao_env(daemon_dir, XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+                  PATH=f"{fake_codex_path}:/usr/bin:/bin")  # fmt: skip
+    bin_dir = str(tmp_path / "shim-bin")
+    port = str(free_port())
+    enabled = run_cao(daemon_dir, "gateway", "enable", "--at-login", "--port", port,
+                      "--bin-dir", bin_dir, "--no-config", env=env)  # fmt: skip
+    assert enabled.returncode == 0, enabled.stderr
+    unit = tmp_path / "xdg" / "systemd" / "user" / "cao-gateway.service"
+    text = unit.read_text()
+    assert f"--data-dir {daemon_dir} gateway start --port {port} --log-file" in text
+    # Without a user bus (this sandbox) the unit is installed and the line says how to load it.
+    assert str(unit) in enabled.stderr
+    disabled = run_cao(daemon_dir, "gateway", "disable", "--bin-dir", bin_dir, env=env)
+    assert disabled.returncode == 0 and f"removed the login service {unit}" in disabled.stderr
+    assert not unit.exists()
