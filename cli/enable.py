@@ -72,7 +72,8 @@ def enable(
 
     ensure = [*cao_executable(), "--data-dir", str(store.data_dir), "gateway", "ensure",
               "--host", host_, "--port", str(port_)]  # fmt: skip
-    plan = ShimPlan(base_url, chatgpt_url, real, ensure, sys.executable)
+    shell = "/bin/bash" if Path("/bin/bash").exists() else "/bin/sh"
+    plan = ShimPlan(base_url, chatgpt_url, real, ensure, sys.executable, shell)
     shim = install_shim(directory, plan)
     say(f"enabled: {shim} runs {real} through {target}")
     if problem := path_problem(directory, real):

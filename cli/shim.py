@@ -35,7 +35,8 @@ class ShimPlan:
     chatgpt_base_url: str  # the usage view and the rest of chatgpt_base_url, same listener
     fallback_codex: Path  # used only when no other `codex` is on PATH at run time
     ensure: list[str]  # the cao command that starts the gateway when none answers
-    python: str  # a Python for the fast "does it answer" check (no cao import)
+    python: str  # a Python for the "does it answer" check where there is no bash
+    shell: str = "/bin/bash"  # bash connects by itself (/dev/tcp): ~2 ms, not a Python start
 
 
 # Codex's own defaults: a direct run must undo a routing block in config.toml, or Codex would
@@ -44,7 +45,8 @@ DIRECT = (
     'openai_base_url="https://chatgpt.com/backend-api/codex"',
     'chatgpt_base_url="https://chatgpt.com/backend-api/"',
 )
-# Connect only (0.5 s at most): starting cao itself costs ~0.3 s, paid only when it is down.
+# Connect only: starting cao itself costs ~0.3 s, paid only when nothing answers. bash does it
+# with /dev/tcp (a closed loopback port refuses at once); plain sh needs a Python (~20-80 ms).
 _PROBE = (
     "import socket,sys\n"
     "try: socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()\n"
@@ -62,7 +64,11 @@ def render_shim(plan: ShimPlan) -> str:
     q = shlex.quote
     override = f'openai_base_url="{plan.base_url}"'
     chatgpt = f'chatgpt_base_url="{plan.chatgpt_base_url}"'
-    return rf"""#!/bin/sh
+    if plan.shell.endswith("bash"):
+        answers = f"(: <>/dev/tcp/{q(host)}/{port}) 2>/dev/null"
+    else:
+        answers = f"{q(plan.python)} -I -S -c {q(_PROBE)} {q(host)} {port} 2>/dev/null"
+    return rf"""#!{plan.shell}
 {SHIM_MARKER}
 # Written by `cao gateway enable`; `cao gateway disable` removes it.
 # Routes Codex through the cao gateway at {gateway_of(plan.base_url)}.
@@ -91,7 +97,7 @@ if [ -z "$real" ]; then
     exit 127
   fi
 fi
-if ! {q(plan.python)} -I -S -c {q(_PROBE)} {q(host)} {port} 2>/dev/null; then
+if ! {answers}; then
   if ! why=$({" ".join(q(w) for w in plan.ensure)} 2>&1 >/dev/null); then
     why=${{why##*
 }}

@@ -264,3 +264,41 @@ def test_doctor_reports_a_shim_whose_codex_is_gone(data_dir: Path, tmp_path: Pat
     gone = checks["the codex shim finds no codex to run (moved or uninstalled)"]
     assert gone["level"] == "error" and gone["fix"].startswith("npm install -g @openai/codex")
     assert doctor.returncode == 2
+
+
+@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])
+def test_the_shim_checks_the_gateway_in_either_shell(tmp_path: Path, shell: str) -> None:
+    """bash connects through /dev/tcp, plain sh through a Python: both tell a listening port
+    from a closed one, and a failed start means a direct run."""
+    import subprocess
+    import sys
+
+    from cao.cli.shim import ShimPlan, render_shim
+
+    real = fake_codex_dir(tmp_path, "real")
+    log = tmp_path / "calls.jsonl"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        say_why = [sys.executable, "-c", "import sys; sys.exit('cao: error: it broke')"]
+        plan = ShimPlan(f"http://127.0.0.1:{port}/backend-api/codex",
+                        f"http://localhost:{port}/backend-api/", real / "codex", say_why,
+                        sys.executable, shell)  # fmt: skip
+        shim = tmp_path / "codex"
+        shim.write_text(render_shim(plan))
+        shim.chmod(0o700)
+        env = {**os.environ, "PATH": f"{real}:/usr/bin:/bin", "FAKE_CODEX_LOG": str(log)}
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(shim), "hi"], env=env, capture_output=True, text=True,
+                                  timeout=30)  # fmt: skip
+
+        up = run()
+        assert up.returncode == 0 and up.stderr == "", up.stderr
+        assert json.loads(log.read_text().splitlines()[-1])["args"][1].endswith(
+            f'127.0.0.1:{port}/backend-api/codex"'
+        )
+    down = run()
+    assert down.stderr == "cao: it broke; running Codex directly on your own login\n"
+    assert json.loads(log.read_text().splitlines()[-1])["args"][:2] == ["-c", DIRECT[0]]
