@@ -147,8 +147,16 @@ BinDir = Annotated[
 @gateway_app.command("url")
 def url_(
     ctx: typer.Context,
-    host: Host = defaults.GATEWAY_HOST,
-    port: Port = defaults.GATEWAY_PORT,
+    host: Annotated[
+        str | None, typer.Option("--host", help="The gateway's address (default: the rule).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="The gateway's port (default: the rule)."),
+    ] = None,
+    bin_dir: Annotated[
+        Path | None, typer.Option("--bin-dir", help="Where the shim is (default ~/.local/bin).")
+    ] = None,
     with_key: Annotated[
         bool,
         typer.Option(
@@ -158,12 +166,13 @@ def url_(
         ),
     ] = False,
 ) -> None:
-    """Print the exact openai_base_url Codex must use for the gateway (one line).
+    """Print the exact openai_base_url Codex must use for the gateway (one line): the one
+    --host/--port name, else the one the codex shim uses, else 127.0.0.1:4319.
 
     On loopback it holds no secret: the gateway serves only your OS user's processes.
     """
     key = gateway_key(store_of(ctx)) if with_key else None
-    print(codex_base_url(defaults.gateway_url(bare_host(host), port), key))
+    print(codex_base_url(meant_gateway(None, bin_dir, host, port), key))
 
 
 @gateway_app.command("rotate-key")

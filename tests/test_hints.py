@@ -70,6 +70,9 @@ def test_the_listening_line_names_enable_and_url_that_work(
         assert f"127.0.0.1:{gw.port}/backend-api/codex" in shim.read_text()
         url = as_printed(re.search(r"\$\((.*?)\)", line).group(1), world)  # type: ignore[union-attr]
         assert url.stdout == f"{gw.url}/backend-api/codex\n"
+        # The one rule: without --port, `url` names the gateway the shim routes Codex to.
+        plain = run_cao(data_dir, "--data-dir", str(data_dir), "gateway", "url", env=world)
+        assert plain.stdout == url.stdout
 
 
 def test_status_start_stop_and_restart_hints(data_dir: Path, world: dict[str, str]) -> None:
