@@ -440,7 +440,9 @@ def test_enable_rewrites_an_old_shim_that_carried_the_key(
 ) -> None:
     """A shim written before: the key in its URL. It keeps working against the gateway, and
     `cao gateway enable` rewrites it without the key; cao still finds the gateway it names."""
-    from cao.cli.shim import render_shim, shim_gateway
+    import shlex
+
+    from cao.cli.shim import shim_gateway
     from cao.config.access import codex_base_url, gateway_key
     from cao.config.store import Store
 
@@ -449,7 +451,12 @@ def test_enable_rewrites_an_old_shim_that_carried_the_key(
     key = gateway_key(Store(data_dir))
     assert key is not None
     remember(key)
-    old = render_shim(fake_codex_path / "codex", codex_base_url("http://127.0.0.1:4555", key))
+    base = codex_base_url("http://127.0.0.1:4555", key)
+    old = (  # as `cao gateway enable` wrote it before issue 18
+        "#!/bin/sh\n# cao-shim: codex\n"
+        f"OPENAI_BASE_URL={shlex.quote(base)}\nexport OPENAI_BASE_URL\n"
+        f'exec {fake_codex_path / "codex"} -c \'openai_base_url="{base}"\' "$@"\n'
+    )
     (bin_dir / "codex").write_text(old)
     (bin_dir / "codex").chmod(0o700)
     assert key in old and shim_gateway(bin_dir / "codex") == "http://127.0.0.1:4555"
