@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -188,13 +189,17 @@ class AccountPool:
             quota_hit=signal.kind is QuotaKind.USAGE_LIMIT,
         )
 
+    # A mutation may be applied more than once (the gateway re-applies what is not on disk yet
+    # after each re-read): every time in it is taken once, outside.
     def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
+        now = time.time()
+
         def mark(state: PoolState) -> None:
             account = state.account(name)
             account.cooling_until = until
             account.cooling_reason = reason
             if quota_hit:
-                account.last_quota_hit = time.time()
+                account.last_quota_hit = now
 
         self.update_state(mark)
 
@@ -202,6 +207,5 @@ class AccountPool:
         self.update_state(lambda s: setattr(s.account(name), "needs_login", reason))
 
     def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
-        self.update_state(
-            lambda s: s.record_switch(Switch(time.time(), from_account, to_account, reason))
-        )
+        switch = Switch(time.time(), from_account, to_account, reason)
+        self.update_state(lambda s: s.record_switch(copy.copy(switch)))
