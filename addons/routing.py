@@ -36,7 +36,7 @@ class Choice:
 def _leave_reason(view: AccountView, now: float, switch_at: float) -> str:
     availability = view.availability(now)
     if availability is Availability.COOLING:
-        return view.state.cooling_reason or "quota"
+        return view.state.limit_reason(now) or "quota"
     if availability is Availability.USABLE:
         return "threshold" if view.max_used_percent(now) >= switch_at else "recovered"
     return availability.value

@@ -13,6 +13,7 @@ import typer
 
 from cao.config.errors import CaoError
 from cao.config.names import validate_name
+from cao.config.state import window_label
 from cao.config.store import Store, resolve_data_dir
 
 app = typer.Typer(
@@ -129,24 +130,15 @@ def human_until(when: float, now: float | None = None) -> str:
     return f"in {human_duration(delta)}" if delta >= 0 else f"{human_duration(delta)} ago"
 
 
-def window_label(minutes: str | int) -> str:
-    """A usage window by its length: 300 -> "5h", 10080 -> "weekly"."""
-    m = int(minutes)
-    if m % 10080 == 0:
-        return "weekly" if m == 10080 else f"{m // 10080}w"
-    if m % 1440 == 0:
-        return f"{m // 1440}d"
-    if m % 60 == 0:
-        return f"{m // 60}h"
-    return f"{m}m"
-
-
 def status_words(account: dict[str, Any], now: float) -> str:
     """An account's state for humans, from its `account_summary` (cao list, cao status, cao
     gateway status, whose document may come from another cao version: hence .get)."""
     status, until, fix = account.get("status"), account.get("cooling_until"), account.get("fix")
     if status == "cooling" and until:
-        return f"cooling until {local_time(until)} ({account.get('cooling_reason')})"
+        reason = str(account.get("cooling_reason"))
+        # A cooldown cao set, or a usage window the upstream reports spent until its reset.
+        words = "limited" if reason.endswith(" used up") else "cooling"
+        return f"{words} until {local_time(until)} ({reason})"
     if fix:
         problem = f" ({account['problem']})" if account.get("problem") else ""
         return f"{status}{problem}: run `{fix}`"
@@ -174,4 +166,4 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-__all__ = ["CaoError"]
+__all__ = ["CaoError", "window_label"]

@@ -102,7 +102,7 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
         checks.append(
             Check(Level.ERROR, "no account can be used: none is logged in", "cao add NAME")
         )
-    elif all(v.state.cooling(now) for v in working):
+    elif not any(v.usable(now) for v in working):
         back = earliest_reset(working, now) or now
         checks.append(Check(
             Level.WARNING,

@@ -42,7 +42,7 @@ class AccountView:
             return Availability.UNREADABLE
         if self.state.needs_login:
             return Availability.NEEDS_LOGIN
-        if self.state.cooling(now):
+        if self.state.limited_until(now) is not None:  # cooling, or a window at 100 %
             return Availability.COOLING
         return Availability.USABLE
 
@@ -64,7 +64,6 @@ def account_summary(view: AccountView, now: float) -> dict[str, Any]:
     """Everything known about an account, as JSON for `cao list --json` and the gateway's
     status endpoint. Never a token."""
     state = view.state
-    cooling = state.cooling(now)
     return {
         "name": view.name,
         "default": view.is_default,
@@ -75,8 +74,8 @@ def account_summary(view: AccountView, now: float) -> dict[str, Any]:
         "plan": view.auth.plan_type,
         "account_id": view.auth.account_id,
         "token_expires_at": view.auth.expires_at,
-        "cooling_until": state.cooling_until if cooling else None,
-        "cooling_reason": state.cooling_reason if cooling else None,
+        "cooling_until": state.limited_until(now),
+        "cooling_reason": state.limit_reason(now),
         "needs_login": state.needs_login,
         "fix": view.fix_command(),
         "usage": {
@@ -160,8 +159,9 @@ def same_account_advice(names: list[str]) -> str:
 
 
 def earliest_reset(views: list[AccountView], now: float) -> float | None:
-    """When the first of these accounts that is cooling down comes back."""
-    times = [v.state.cooling_until for v in views if v.state.cooling(now)]
+    """When the first of these accounts that is limited (cooling down, or a window at 100 %)
+    can serve again."""
+    times = [v.state.limited_until(now) for v in views]
     return min((t for t in times if t is not None), default=None)
 
 

@@ -140,3 +140,88 @@ def test_a_damaged_registry_with_a_good_copy_says_one_thing(data_dir: Path) -> N
     assert [a["name"] for a in json.loads(listed.stdout)] == ["b", "a"]
     (line,) = listed.stderr.splitlines()
     assert "restored the last copy cao wrote" in line and "started empty" not in line
+
+
+# 2. An account at 100 % counts as usable -------------------------------------------------------
+
+
+def spend_5h(data_dir: Path, *names: str, resets_in: float = 7200) -> float:
+    """Record each account's 5h window at 100 % until `resets_in` from now."""
+    now = time.time()
+    resets_at = now + resets_in
+    window = {"used_percent": 100, "resets_at": resets_at, "updated_at": now}
+    accounts = {n: {"usage": {"300": window}} for n in names}
+    (data_dir / "cao-state.json").write_text(json.dumps({"version": 1, "accounts": accounts}))
+    return resets_at
+
+
+def test_a_spent_window_is_limited_until_its_reset_everywhere(data_dir: Path) -> None:
+    from cao.addons.routing import choose_account
+    from cao.config.pool import AccountPool, Strategy
+
+    for name in "abc":
+        write_account(data_dir, name)
+    spend_5h(data_dir, "a")
+    listed = run_cao(data_dir, "list")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("*  a "))
+    assert "limited until" in row and "5h window used up" in row and "usable" not in row
+    document = json.loads(run_cao(data_dir, "status", "--json").stdout)
+    assert document["summary"]["usable"] == 2 and document["summary"]["next_reset"]
+    a = document["accounts"][0]
+    assert a["status"] == "cooling" and a["cooling_reason"] == "5h window used up"
+    assert "2/3 usable" in run_cao(data_dir, "status", "--pretty").stdout
+    views = AccountPool(Store_(data_dir)).accounts()
+    for strategy in Strategy:
+        choice = choose_account(views, time.time(), strategy=strategy, switch_at=95)
+        assert choice.account is not None and choice.account.name != "a"
+    kept = choose_account(views, time.time(), current="a", continuation=True)
+    assert kept.account is not None and kept.account.name != "a"  # even mid-turn
+
+
+def Store_(data_dir: Path) -> Any:  # noqa: N802
+    from cao.config.store import Store
+
+    return Store(data_dir)
+
+
+def test_cao_run_skips_a_spent_account_and_starts_none_when_all_are(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from tests.helpers import FAKE_CODEX, cao_env
+
+    for name in "abc":
+        write_account(data_dir, name)
+    log = tmp_path / "codex.log"
+    env = cao_env(data_dir, FAKE_CODEX_LOG=str(log))
+    spend_5h(data_dir, "a")
+    run = ["run", "--codex", str(FAKE_CODEX), "--strategy", "order"]
+    started = run_cao(data_dir, *run, env=env)
+    assert started.returncode == 0, started.stderr
+    homes = [Path(json.loads(x)["codex_home"]).name for x in log.read_text().splitlines()]
+    assert homes == ["b"]
+    log.unlink()
+    spend_5h(data_dir, "a", "b", "c")
+    refused = run_cao(data_dir, *run, env=env)
+    assert refused.returncode == 1 and not log.exists()  # codex never started
+    lines = refused.stderr.splitlines()
+    assert lines[0] == "cao: every account is limited: codex not started"
+    assert "cao: a: limited until" in refused.stderr and "come back at" in lines[-1]
+
+
+# 8. A skipped pass is said ---------------------------------------------------------------------
+
+
+def test_a_skipped_pass_is_said(data_dir: Path, tmp_path: Path) -> None:
+    from tests.helpers import FAKE_CODEX, cao_env
+
+    for name in "ab":
+        write_account(data_dir, name)
+    env = cao_env(data_dir, FAKE_CODEX_QUOTA="a,b", FAKE_CODEX_LOG=str(tmp_path / "log"))
+    r = run_cao(
+        data_dir, "run", "--codex", str(FAKE_CODEX), "--max-passes", "2", "--retry-delay", "5",
+        env=env,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "cao: pass 2 of 2 skipped: no account is back within --retry-delay 5s" in (
+        r.stderr.splitlines()
+    )
