@@ -178,7 +178,7 @@ def test_a_spent_window_is_limited_until_its_reset_everywhere(data_dir: Path) ->
     assert kept.account is not None and kept.account.name != "a"  # even mid-turn
 
 
-def Store_(data_dir: Path) -> Any:  # noqa: N802
+def Store_(data_dir: Path) -> Any:
     from cao.config.store import Store
 
     return Store(data_dir)
