@@ -116,6 +116,13 @@ class Gateway:
             defaults.SWITCH_AT_PERCENT,
             "Move new conversations off an account whose usage reaches this percent.",
         )
+        loader.add_option(
+            "cao_switch_live",
+            bool,
+            False,
+            "Live conversations also leave an account at cao_switch_at (losing their prompt "
+            "cache); by default they stay until it refuses.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not ctx.options.cao_data_dir:
@@ -180,7 +187,7 @@ class Gateway:
             current = self.last_account
         elif record is not None and record.compacted_by is not None:
             # Its compacted summary is readable only by the account that made it: stay there
-            # past the switch threshold, while it is usable at all.
+            # past the switch threshold (even with cao_switch_live), while it is usable.
             continuation = continuation or record.compacted_by == current
         return choose_account(
             self.live.views(),
@@ -189,6 +196,7 @@ class Gateway:
             continuation,
             ctx.options.cao_switch_at,
             Strategy(ctx.options.cao_strategy),
+            ctx.options.cao_switch_live,
         )
 
     def assign(self, conversation: str | None, choice: Choice) -> None:
@@ -300,6 +308,7 @@ class Gateway:
                 "retry_mode": ctx.options.cao_retry_mode,
                 "passthrough_auth": self.passthrough,
                 "switch_at": ctx.options.cao_switch_at,
+                "switch_live": ctx.options.cao_switch_live,
                 "strategy": ctx.options.cao_strategy,
                 "uptime_seconds": round(now - self.started),
             },

@@ -116,6 +116,7 @@ def mitm_args(
     usage_interval: int = 300,
     strategy: str = DEFAULT_STRATEGY.value,
     require_key: bool = False,
+    switch_live: bool = False,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -137,6 +138,7 @@ def mitm_args(
         "--set", f"cao_usage_interval={usage_interval}",
         "--set", f"cao_strategy={strategy}",
         "--set", f"cao_require_key={'true' if require_key else 'false'}",
+        "--set", f"cao_switch_live={'true' if switch_live else 'false'}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -192,6 +194,14 @@ def start(
             min=1, max=100, help="Move new conversations off an account at this usage percent."
         ),
     ] = defaults.SWITCH_AT_PERCENT,
+    switch_live: Annotated[
+        bool,
+        typer.Option(
+            "--switch-live",
+            help="Live conversations leave at --switch-at too (losing their prompt cache); "
+            "by default they stay until the account refuses.",
+        ),
+    ] = False,
     usage_interval: Annotated[
         int,
         typer.Option(
@@ -265,6 +275,7 @@ def start(
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
         web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
         require_key=require_key,
+        switch_live=switch_live,
     )  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()

@@ -251,3 +251,43 @@ def test_the_usage_poll_never_holds_the_event_loop(data_dir: Path, upstream: Fak
     lag = json.loads(result.stdout)
     assert lag["polled"] == 2 and len(upstream.requests) >= 2
     assert lag["poll"] < 0.02 + 2 * lag["idle"], lag
+
+
+# 14. A live conversation leaves its account before it must -------------------------------------
+
+
+def usage_headers(percent: float) -> dict[str, str]:
+    return {
+        "x-codex-primary-used-percent": str(percent),
+        "x-codex-primary-window-minutes": "300",
+        "x-codex-primary-reset-after-seconds": "3600",
+    }
+
+
+@pytest.mark.parametrize("switch_live", [False, True], ids=["default", "--switch-live"])
+def test_a_live_conversation_stays_until_its_account_refuses(
+    data_dir: Path, upstream: FakeUpstream, switch_live: bool
+) -> None:
+    """a passes --switch-at (96 %) during conversation 1: new conversations go to b, conversation
+    1 stays on a (its prompt cache) until a answers 429, and moves then. With --switch-live it
+    moves at the threshold, as before."""
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    args = ["--strategy", "order", *(["--switch-live"] if switch_live else [])]
+    with GatewayProcess(data_dir, upstream.url, *args) as gw:
+        upstream.queue("acct-a", Answer(headers=usage_headers(96)))
+        turn(gw, "conv-1")
+        assert served_by(upstream) == "acct-a"
+        turn(gw, "conv-1")  # its next turn
+        assert served_by(upstream) == ("acct-b" if switch_live else "acct-a")
+        turn(gw, "conv-2")  # a new conversation avoids a
+        assert served_by(upstream) == "acct-b"
+        if not switch_live:
+            upstream.queue("acct-a", Answer(kind="quota", resets_at=time.time() + 3600))
+            assert turn(gw, "conv-1").status_code == 200  # refused: now it moves
+            assert [r.account_id for r in upstream.model_requests()[-2:]] == ["acct-a", "acct-b"]
+        assert gateway_view_doc(gw)["gateway"]["switch_live"] is switch_live
+
+
+def gateway_view_doc(gw: GatewayProcess) -> dict[str, Any]:
+    return httpx.get(gw.base + "/__cao/status", timeout=5).json()  # type: ignore[no-any-return]
