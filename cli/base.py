@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -48,9 +47,10 @@ def _version(value: bool) -> None:
 def global_options(
     ctx: typer.Context,
     data_dir: Annotated[
-        Path | None,
+        str | None,  # not a Path: typer would read "" as "."
         typer.Option(
             "--data-dir",
+            metavar="DIR",
             help="Where accounts and state live (env: CAO_DATA_DIR; "
             "default: ~/.codex-account-orchestrator).",
             show_default=False,

@@ -56,6 +56,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ipv4_mapped(host: str) -> str | None:
+    """The IPv4 address an IPv4-mapped IPv6 address (::ffff:127.0.0.1) stands for."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else None
+
+
 def origin(url: str, what: str) -> str:
     """An http(s) origin without path: what mitmproxy's reverse mode can take."""
     parts = urlsplit(url.strip())
@@ -88,8 +98,11 @@ def addon_script() -> Path:
 def port_in_use(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
-        # As mitmproxy binds: only a live listener makes the port busy.
+        # As mitmproxy (asyncio) binds: only a live listener makes the port busy, and an IPv6
+        # socket is IPv6 only.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             s.bind((host.strip("[]"), port))
         except OSError as e:
@@ -263,8 +276,18 @@ def start(
                 f"no logged-in account in {store.data_dir}: add one with `cao add NAME` "
                 "(or run with --passthrough-auth)"
             )
+    mapped = ipv4_mapped(host)
+    if mapped is not None:
+        raise InvalidInput(
+            f"--host {host} is an IPv4-mapped IPv6 address, which cannot be listened on: use "
+            f"--host {mapped}"
+        )
     if port and port_in_use(host, port):
         raise CaoError(f"port {port} on {host} is in use (another gateway? try --port)")
+    if web and web_port == port:
+        raise InvalidInput(f"--web-port {web_port} is the gateway's own --port: pick another")
+    if web and port_in_use(host, web_port):
+        raise CaoError(f"port {web_port} on {host} is in use (mitmweb's UI: try --web-port)")
     store.ensure()
     gateway_key(store)  # made before mitmdump starts: its addon only reads it
     ensure_private_dir(store.data_dir / ".mitmproxy")

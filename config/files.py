@@ -37,7 +37,11 @@ def ensure_dir(path: Path, mode: int) -> None:
 
 def ensure_private_dir(path: Path) -> None:
     """Create `path` (and parents) as 0700; tighten it if it exists with looser bits."""
+    before = path.stat().st_mode & 0o777 if path.is_dir() else None
     ensure_dir(path, DIR_MODE)
+    if before is not None and before & 0o077:
+        log.warning("%s was open to others (%04o): made it 0700, as every dir cao keeps tokens "
+                    "in", path, before)  # fmt: skip
 
 
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 import tomli_w
 
 from .defaults import DATA_DIR_ENV, DATA_DIR_NAME
-from .errors import CaoError
+from .errors import CaoError, InvalidInput
 from .files import ensure_private_dir, quarantine, write_atomic, write_json_atomic
 from .names import is_safe_name, validate_name
 from .registry import Registry
@@ -33,13 +33,23 @@ ACCOUNT_CONFIG = {"cli_auth_credentials_store": "file", "forced_login_method": "
 LOCK_TIMEOUT = 30.0
 
 
-def resolve_data_dir(option: Path | None, env: Mapping[str, str] = os.environ) -> Path:
-    """--data-dir, else $CAO_DATA_DIR, else ~/.codex-account-orchestrator."""
+def resolve_data_dir(option: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """--data-dir, else $CAO_DATA_DIR, else ~/.codex-account-orchestrator. An empty value is
+    refused, given either way (a script's unset variable must not pick a directory)."""
     if option is not None:
-        return option.expanduser().absolute()
-    if env.get(DATA_DIR_ENV):
-        return Path(env[DATA_DIR_ENV]).expanduser().absolute()
-    return Path.home() / DATA_DIR_NAME
+        given, where = str(option), "--data-dir"
+    elif DATA_DIR_ENV in env:
+        given, where = env[DATA_DIR_ENV], DATA_DIR_ENV
+    else:
+        given, where = "", ""
+    if where and not given.strip():
+        raise InvalidInput(
+            f"{where} is empty: give a directory, or leave it out for ~/{DATA_DIR_NAME}"
+        )
+    path = Path(given).expanduser().absolute() if where else Path.home() / DATA_DIR_NAME
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"{path} is a file, not a data dir")
+    return path
 
 
 class Store:

@@ -291,3 +291,57 @@ def test_a_live_conversation_stays_until_its_account_refuses(
 
 def gateway_view_doc(gw: GatewayProcess) -> dict[str, Any]:
     return httpx.get(gw.base + "/__cao/status", timeout=5).json()  # type: ignore[no-any-return]
+
+
+# 5. The data dir given ---------------------------------------------------------------------------
+
+
+def test_one_rule_for_an_empty_data_dir_and_a_line_for_each_fix(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from tests.helpers import cao_env
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(mode=0o755)
+    for args, env in (
+        (["--data-dir", ""], cao_env(data_dir)),
+        ([], {**cao_env(data_dir), "CAO_DATA_DIR": ""}),
+    ):
+        r = run_cao(data_dir, *args, "add", "x", "--no-login", env=env, cwd=cwd)
+        assert r.returncode == 2 and "is empty: give a directory" in r.stderr
+        assert r.stderr.count("\n") == 1
+    assert cwd.stat().st_mode & 0o777 == 0o755 and not (cwd / "x").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    r = run_cao(data_dir, "--data-dir", str(a_file), "list")
+    assert r.returncode == 2 and r.stderr == f"cao: error: {a_file} is a file, not a data dir\n"
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    r = run_cao(loose, "--data-dir", str(loose), "add", "x", "--no-login")
+    assert r.returncode == 0 and f"{loose} was open to others (0755): made it 0700" in r.stderr
+    assert loose.stat().st_mode & 0o777 == 0o700
+
+
+# 6. `cao gateway start` errors ------------------------------------------------------------------
+
+
+def test_start_errors_are_one_line(data_dir: Path) -> None:
+    import socket
+
+    write_account(data_dir, "a")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        web = run_cao(
+            data_dir, "gateway", "start", "--port", "0", "--web", "--web-port", str(port),
+            timeout=20,
+        )  # fmt: skip
+    assert web.returncode == 1 and "Traceback" not in web.stderr
+    assert web.stderr == (
+        f"cao: error: port {port} on 127.0.0.1 is in use (mitmweb's UI: try --web-port)\n"
+    )
+    mapped = run_cao(data_dir, "gateway", "start", "--port", "0", "--host", "::ffff:127.0.0.1")
+    assert mapped.returncode == 2 and mapped.stderr.count("\n") == 1
+    assert "use --host 127.0.0.1" in mapped.stderr and "Error logged" not in mapped.stderr
