@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
+from cao.config.auth import API_KEY_LOGIN, AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
 from cao.config.names import cao_command, is_safe_name, validate_new_name
@@ -126,7 +126,9 @@ def import_(
     except ValueError:
         raise InvalidInput(f"{path} is not valid JSON") from None
     if not auth.logged_in:
-        raise InvalidInput(f"{path} holds no ChatGPT login ({auth.problem or auth.state})")
+        if auth.problem == API_KEY_LOGIN:
+            raise InvalidInput(f"{path} holds {API_KEY_LOGIN}: cao switches ChatGPT logins")
+        raise InvalidInput(f"{path} holds no ChatGPT login: {auth.problem or auth.state}")
     home = store.prepare_home(name)
     if read_auth(home).logged_in and not force:
         raise CaoError(f"account {name} is already logged in; add --force to replace its login")
@@ -169,8 +171,19 @@ def current(ctx: typer.Context) -> None:
 
 
 @app.command()
-def switch(ctx: typer.Context) -> None:
-    """Pick the default account from a numbered list."""
+def switch(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME]", help="Make it the default (as `cao use`).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Make NAME the default account, or pick it from a numbered list."""
+    if name is not None:
+        use(ctx, name)
+        return
     store = store_of(ctx)
     registry = store.load_registry()
     if not registry.accounts:

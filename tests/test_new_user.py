@@ -345,3 +345,60 @@ def test_start_errors_are_one_line(data_dir: Path) -> None:
     mapped = run_cao(data_dir, "gateway", "start", "--port", "0", "--host", "::ffff:127.0.0.1")
     assert mapped.returncode == 2 and mapped.stderr.count("\n") == 1
     assert "use --host 127.0.0.1" in mapped.stderr and "Error logged" not in mapped.stderr
+
+
+# 4. --report masks email-shaped names -----------------------------------------------------------
+
+
+def test_the_report_masks_names_that_are_emails(data_dir: Path) -> None:
+    write_account(data_dir, "john.doe@example.com")
+    (data_dir / "bob@corp.example").mkdir(mode=0o700)  # listed, not logged in: a fix line
+    registry = json.loads((data_dir / "registry.json").read_text())
+    registry["accounts"].append("bob@corp.example")
+    (data_dir / "registry.json").write_text(json.dumps(registry))
+    state = {"switches": [{"at": time.time(), "from_account": "bob@corp.example",
+                           "to_account": "john.doe@example.com", "reason": "quota"}]}  # fmt: skip
+    (data_dir / "cao-state.json").write_text(json.dumps(state))
+    for args in (["status", "--report", "md"], ["status", "--report", "json"], ["report"]):
+        shown = run_cao(data_dir, *args).stdout
+        assert "john.doe" not in shown and "bob@" not in shown, (args, shown)
+        assert "j***@example.com" in shown and "b***@corp.example" in shown
+
+
+# 7. Small messages ------------------------------------------------------------------------------
+
+
+def test_doctor_and_report_together_are_refused(data_dir: Path) -> None:
+    write_account(data_dir, "a")
+    r = run_cao(data_dir, "status", "--doctor", "--report", "md")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--doctor goes alone" in r.stderr
+
+
+def test_importing_an_api_key_login_reads_as_a_sentence(data_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "auth.json"
+    source.write_text(json.dumps({"auth_mode": "apikey", "OPENAI_API_KEY": "sk-x", "tokens": None}))
+    r = run_cao(data_dir, "import", "x", "--from", str(source))
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"cao: error: {source} holds an API-key login, not a ChatGPT one: cao switches ChatGPT "
+        "logins\n"
+    )
+
+
+# 11. The original tool's forms -------------------------------------------------------------------
+
+
+def test_the_forms_users_type(data_dir: Path) -> None:
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    switched = run_cao(data_dir, "switch", "b")
+    assert switched.returncode == 0, switched.stderr
+    assert run_cao(data_dir, "current").stdout == "b\n"
+    bare = run_cao(data_dir, "status", "--report")
+    assert bare.returncode == 0 and bare.stdout.startswith("# cao status")
+    assert run_cao(data_dir, "status", "--report", "--url", "http://127.0.0.1:9").returncode == 0
+    assert run_cao(data_dir, "report").stdout.startswith("# cao status")
+    assert json.loads(run_cao(data_dir, "report", "json").stdout)["version"] == 1
+    doctor = run_cao(data_dir, "doctor", "--json")
+    assert doctor.returncode in (0, 1, 2) and json.loads(doctor.stdout)["checks"]
+    assert run_cao(data_dir, "switch", "nobody").returncode == 1
