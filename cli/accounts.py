@@ -159,6 +159,10 @@ def use(ctx: typer.Context, name: AccountName) -> None:
 
     store.update_registry(set_default)
     say(f"default account: {name}")
+    auth = read_auth(store.home(name))
+    if not auth.logged_in:
+        problem = f" ({auth.problem})" if auth.problem else ""
+        warn(f"account {name} is not logged in{problem}: run `{cao_command('add', name)}`")
 
 
 @app.command()

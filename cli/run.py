@@ -43,6 +43,7 @@ from cao.config.sessions import (
     lost_compaction,
     newest_session,
 )
+from cao.config.settings import SETTINGS_FILE, read_settings
 from cao.config.store import Store
 
 from . import relay
@@ -51,27 +52,19 @@ from .codex import codex_env, find_codex
 from .gateway import fetch_status, meant_gateway
 from .resume import continuation_argv, split_command, user_prompt
 
-SETTINGS_FILE = "cao.toml"  # in the data dir
-
 
 def extra_quota_patterns(store: Store) -> list[re.Pattern[str]]:
     """compile_patterns() plus `[run] quota_patterns` from <data dir>/cao.toml."""
-    import tomllib  # only `cao run` reads cao.toml
-
+    settings, unknown = read_settings(store.data_dir)
+    for problem in unknown:
+        warn(problem)
     path = store.data_dir / SETTINGS_FILE
-    extra: list[str] = []
-    if path.exists():
-        try:
-            settings = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise CaoError(f"{path}: {e}") from None
-        section = settings.get("run", {})
-        value = section.get("quota_patterns", []) if isinstance(section, dict) else None
-        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-            raise CaoError(f"{path}: [run] quota_patterns must be a list of strings")
-        extra = value
+    section = settings.get("run", {})
+    value = section.get("quota_patterns", []) if isinstance(section, dict) else None
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise CaoError(f"{path}: [run] quota_patterns must be a list of strings")
     try:
-        return compile_patterns(extra)
+        return compile_patterns(value)
     except re.error as e:
         raise CaoError(f"{path}: bad quota pattern {e.pattern!r}: {e}") from None
 

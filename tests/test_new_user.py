@@ -402,3 +402,34 @@ def test_the_forms_users_type(data_dir: Path) -> None:
     doctor = run_cao(data_dir, "doctor", "--json")
     assert doctor.returncode in (0, 1, 2) and json.loads(doctor.stdout)["checks"]
     assert run_cao(data_dir, "switch", "nobody").returncode == 1
+
+
+# 9. Said, not silently accepted ----------------------------------------------------------------
+
+
+def test_a_misspelt_setting_a_default_without_login_and_a_shared_login_are_said(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from tests.helpers import FAKE_CODEX, cao_env
+
+    write_account(data_dir, "a")
+    (data_dir / "cao.toml").write_text('[run]\nquota_pattern = ["x"]\n')
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    env = cao_env(data_dir, HOME=str(home), FAKE_CODEX_LOG=str(tmp_path / "log"))
+    ran = run_cao(data_dir, "run", "--codex", str(FAKE_CODEX), env=env)
+    assert ran.returncode == 0
+    assert "unknown key 'quota_pattern' in [run] (did you mean 'quota_patterns'?)" in ran.stderr
+    # ~/.codex holds the same login as account a (`cao import a --from ~/.codex`).
+    (home / ".codex" / "auth.json").write_text((data_dir / "a" / "auth.json").read_text())
+    doctor = json.loads(run_cao(data_dir, "doctor", "--json", env=env).stdout)
+    messages = [c["message"] for c in doctor["checks"]]
+    assert any("account a shares its login with" in m for m in messages), messages
+    assert any("unknown key 'quota_pattern'" in m for m in messages), messages
+    (data_dir / "b").mkdir(mode=0o700)  # in the registry, never logged in
+    registry = json.loads((data_dir / "registry.json").read_text())
+    registry["accounts"].append("b")
+    (data_dir / "registry.json").write_text(json.dumps(registry))
+    used = run_cao(data_dir, "use", "b", env=env)
+    assert used.returncode == 0
+    assert "cao: warning: account b is not logged in" in used.stderr and "cao add b" in used.stderr
