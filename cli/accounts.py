@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from .base import (
     human_until,
     print_json,
     say,
-    status_words,
+    short_status,
     store_of,
     text_table,
     warn,
@@ -220,7 +221,7 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return
     rows = []
     for v in views:
-        usage = "  ".join(
+        usage = " ".join(
             f"{window_label(m)} {w.used_percent:.0f}%"
             for m, w in sorted(v.state.current_usage(now).items(), key=lambda kv: int(kv[0]))
         )
@@ -228,15 +229,22 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         rows.append([
             "*" if v.is_default else "",
             v.name,
-            status_words(account_summary(v, now), now),
+            short_status(account_summary(v, now), now),
+            usage or "-",
+            expiry if v.auth.state is LoginState.LOGGED_IN else "-",
             v.auth.email or "-",
             v.auth.plan_type or "-",
-            expiry if v.auth.state is LoginState.LOGGED_IN else "-",
-            usage or "-",
         ])  # fmt: skip
     # Plain aligned columns: rich's Table would double this command's run time (~150 ms).
-    header = ["", "name", "status", "email", "plan", "token expires", "usage"]
-    sys.stdout.write(text_table(header, rows))
+    header = ["", "name", "status", "usage", "token expires", "email", "plan"]
+    table = text_table(header, rows)
+    if max(len(line) for line in table.splitlines()) > shutil.get_terminal_size().columns:
+        # Too wide for the terminal: who the account is goes on a line of its own.
+        table = text_table(header[:4], [r[:4] for r in rows])
+        lines = table.splitlines()
+        who = [f"\n     {r[5]}  {r[6]}  token expires {r[4]}" if r[5] != "-" else "" for r in rows]
+        table = "\n".join([lines[0], *map("".join, zip(lines[1:], who, strict=True))]) + "\n"
+    sys.stdout.write(table)
 
 
 @app.command()

@@ -9,7 +9,7 @@ import typer
 
 from cao.config.errors import CaoError
 
-from .base import app, setup_logging
+from .base import app, readable, setup_logging
 
 EXIT_INTERRUPTED = 130
 # The module that registers each command. A command imports only its own module: typer builds
@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     argv = with_bare_values(sys.argv[1:] if argv is None else argv)
     load_commands(argv)
+    command = typer.main.get_command(app)
+    readable(command)
     try:
-        result = app(args=argv, prog_name="cao", standalone_mode=False)
+        result = command.main(args=argv, prog_name="cao", standalone_mode=False)
     except CaoError as e:
         sys.stderr.write(f"cao: error: {e}\n")
         sys.exit(e.exit_code)

@@ -145,9 +145,11 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
     )
     shim_words = "[green]enabled[/]" if shim["enabled"] else "[dim]not enabled[/]"
     summary = document["summary"]
+    # One fact a line: a header that wraps mid-phrase at 80 columns reads as noise.
     lines = [
-        f"[bold]cao status[/]  gateway {gateway}  ·  codex shim {shim_words}  ·  "
-        f"{summary['usable']}/{summary['accounts']} usable",
+        f"[bold]cao status[/]  {summary['usable']}/{summary['accounts']} usable",
+        f"  gateway     {gateway}",
+        f"  codex shim  {shim_words}",
     ]
     if not document["accounts"]:
         lines.append("no accounts yet: add one with `cao add NAME`")

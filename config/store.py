@@ -197,8 +197,8 @@ class Store:
         registry = Registry()
         for name in names:
             registry.add(name)
+        # No good copy of a guess: a running gateway's copy must still win over it.
         write_json_atomic(self.registry_path, registry.dump())
-        write_json_atomic(self.good_copy(self.registry_path), registry.dump())
         return registry, (
             f"rebuilt it from the {len(names)} account homes on disk, in name order: "
             f"{', '.join(names)} (default {names[0]}; `cao use NAME` picks another)"

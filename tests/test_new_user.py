@@ -164,7 +164,7 @@ def test_a_spent_window_is_limited_until_its_reset_everywhere(data_dir: Path) ->
     spend_5h(data_dir, "a")
     listed = run_cao(data_dir, "list")
     row = next(line for line in listed.stdout.splitlines() if line.startswith("*  a "))
-    assert "limited until" in row and "5h window used up" in row and "usable" not in row
+    assert "limited until" in row and "5h 100%" in row and "usable" not in row
     document = json.loads(run_cao(data_dir, "status", "--json").stdout)
     assert document["summary"]["usable"] == 2 and document["summary"]["next_reset"]
     a = document["accounts"][0]
@@ -433,3 +433,43 @@ def test_a_misspelt_setting_a_default_without_login_and_a_shared_login_are_said(
     used = run_cao(data_dir, "use", "b", env=env)
     assert used.returncode == 0
     assert "cao: warning: account b is not logged in" in used.stderr and "cao add b" in used.stderr
+
+
+# 10. Help and output at 80 columns --------------------------------------------------------------
+
+
+def test_help_and_list_fit_80_columns(data_dir: Path) -> None:
+    from tests.helpers import cao_env
+
+    env = cao_env(data_dir, COLUMNS="80")
+    for name in ("work", "john.doe@example.com", "spare"):
+        write_account(data_dir, name)
+    spend_5h(data_dir, "work")
+    shown = []
+    for args in (
+        [], ["gateway"], ["--help"], ["gateway", "--help"], ["run", "--help"],
+        ["gateway", "start", "--help"], ["status", "--help"], ["add", "--help"], ["list"],
+    ):  # fmt: skip
+        r = run_cao(data_dir, *args, env=env)
+        assert r.returncode == 0, (args, r.stderr)
+        shown.append(r.stdout)
+        assert "…" not in r.stdout and "<str>" not in r.stdout and "range>" not in r.stdout
+        assert all(len(line) <= 80 for line in r.stdout.splitlines()), (args, r.stdout)
+    assert "--port PORT" in shown[5] and "--retry-mode redirect|inline" in shown[5]
+    assert "letters, digits and _ - . @ +" in shown[7]
+    bad = run_cao(data_dir, "run", "--max-passes", "abc", env=env)
+    assert "'abc' is not a valid whole number" in bad.stderr
+
+
+def test_the_dashboard_header_fits_80_columns(data_dir: Path) -> None:
+    from tests.helpers import Terminal, cao_env
+
+    write_account(data_dir, "a")
+    term = Terminal(data_dir, rows=40, cols=80, command="status", env=cao_env(data_dir))
+    term.expect("a@example.com")
+    assert term.close() == 0
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", term.output.decode()).replace("\r", "")
+    assert text.startswith("cao status  1/1 usable\n  gateway     not answering at http://")
+    assert all(len(line) <= 80 for line in text.splitlines())
