@@ -145,7 +145,6 @@ class LivePool(AccountPool):
         now = corrupt_copies(path)
         self._corrupt_seen[path] = now
         mine = self.store.quarantined.pop(path, None) is not None
-        self.store.restored.pop(path, None)
         return mine or (seen is not None and bool(now - seen))
 
     def view(self, name: str) -> AccountView | None:

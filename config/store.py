@@ -63,7 +63,6 @@ class Store:
         # Files this Store found corrupt and kept aside (path -> the .corrupt-* copy), so that
         # a long-running reader can put back what it still knows.
         self.quarantined: dict[Path, Path] = {}
-        self.restored: dict[Path, int] = {}  # path -> mtime (ns) of the good copy it came from
 
     def ensure(self) -> None:
         ensure_private_dir(self.data_dir)
@@ -143,7 +142,6 @@ class Store:
                 pass
             else:
                 write_atomic(path, content)
-                self.restored[path] = good.stat().st_mtime_ns
                 log.warning("%s: restored the last copy cao wrote", damaged)
                 return document
             found = rebuild() if rebuild is not None else None
@@ -182,8 +180,8 @@ class Store:
         return self._load(self.registry_path, Registry.parse, Registry, self._registry_from_homes)
 
     def _registry_from_homes(self) -> tuple[Registry, str] | None:
-        """A registry of the account homes on disk (in name order), written with its good
-        copy; None when there is none."""
+        """A registry of the account homes on disk (in name order), written; None when there
+        is none."""
         names = sorted(
             entry.name
             for entry in self.data_dir.iterdir()
