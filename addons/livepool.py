@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -18,7 +19,7 @@ from cao.config.files import corrupt_copies
 from cao.config.names import cao_command
 from cao.config.pool import AccountPool, AccountView
 from cao.config.registry import Registry
-from cao.config.state import PoolState
+from cao.config.state import AccountState, PoolState
 from cao.config.store import Store
 
 log = logging.getLogger("cao.gateway")
@@ -237,15 +238,18 @@ def _restore_registry(known: Registry) -> Callable[[Registry], None]:
 
 
 def _restore_state(known: PoolState, ours_newer: bool) -> Mutation:
-    """Put back what the gateway held after a repair: every account it knows (its entry wins
-    unless the repaired file came from a good copy written after the gateway's read), and
-    every switch either side holds."""
+    """Put back what the gateway held after a repair: every account it knows, its entry
+    winning, or (when the repaired file came from a good copy written after the gateway's
+    read) with what the file has overlaid on it; and every switch either side holds."""
     known = copy.deepcopy(known)
 
     def restore(state: PoolState) -> None:
         for name, account in known.accounts.items():
-            if ours_newer or name not in state.accounts:
+            theirs = state.accounts.get(name)
+            if ours_newer or theirs is None:
                 state.accounts[name] = copy.deepcopy(account)
+            else:
+                state.accounts[name] = _overlay(account, theirs)
         switches = {(s.at, s.from_account, s.to_account, s.reason): s for s in state.switches}
         for s in known.switches:
             switches.setdefault((s.at, s.from_account, s.to_account, s.reason), s)
@@ -254,3 +258,18 @@ def _restore_state(known: PoolState, ours_newer: bool) -> Mutation:
             state.record_switch(copy.copy(s))
 
     return restore
+
+
+def _overlay(ours: AccountState, theirs: AccountState) -> AccountState:
+    """`ours` with every field `theirs` has set (a newer write, perhaps made into an empty
+    state after a repair), and per usage window the newer reading."""
+    merged = copy.deepcopy(ours)
+    for f in dataclasses.fields(AccountState):
+        value = getattr(theirs, f.name)
+        if f.name != "usage" and value is not None:
+            setattr(merged, f.name, value)
+    for key, window in theirs.usage.items():
+        mine = merged.usage.get(key)
+        if mine is None or window.updated_at >= mine.updated_at:
+            merged.usage[key] = copy.copy(window)
+    return merged

@@ -473,3 +473,28 @@ def test_the_dashboard_header_fits_80_columns(data_dir: Path) -> None:
     text = re.sub(r"\x1b\[[0-9;]*m", "", term.output.decode()).replace("\r", "")
     assert text.startswith("cao status  1/1 usable\n  gateway     not answering at http://")
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_a_command_that_writes_a_damaged_state_loses_nothing_the_gateway_holds(
+    data_dir: Path,
+) -> None:
+    """`cao run` marks c cooling while the hand-damaged file has no good copy: the gateway
+    keeps every account and switch it held, and c's cooldown is kept too."""
+    from cao.addons.livepool import LivePool
+    from cao.config.pool import AccountPool
+    from cao.config.store import Store
+
+    for name in "abc":
+        write_account(data_dir, name)
+    (data_dir / "cao-state.json").write_text(json.dumps(rich_state(time.time())))
+    live = LivePool(Store(data_dir))
+    live.views()
+    (data_dir / "cao-state.json").write_text("{ damaged")
+    AccountPool(Store(data_dir)).mark_cooling("c", time.time() + 600, "quota")  # another process
+    views = {v.name: v for v in live.views()}
+    assert views["a"].state.usage["300"].used_percent == 100
+    assert views["c"].state.cooling(time.time()) and len(live._state.switches) == 4
+    live.wait_written()
+    document = json.loads((data_dir / "cao-state.json").read_text())
+    assert holds_everything(document) and document["accounts"]["c"]["cooling_until"]
+    live.flush()
