@@ -79,6 +79,7 @@ class Gateway:
         self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._recovery_locks: dict[str, asyncio.Lock] = {}
         self._forced_refresh: dict[str, float] = {}
+        self._warming: asyncio.Future[None] | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option("cao_data_dir", str, "", "cao data dir (accounts, registry, state).")
@@ -115,6 +116,13 @@ class Gateway:
             defaults.SWITCH_AT_PERCENT,
             "Move new conversations off an account whose usage reaches this percent.",
         )
+        loader.add_option(
+            "cao_switch_live",
+            bool,
+            False,
+            "Live conversations also leave an account at cao_switch_at (losing their prompt "
+            "cache); by default they stay until it refuses.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not ctx.options.cao_data_dir:
@@ -134,6 +142,25 @@ class Gateway:
         if updated & {"ssl_verify_upstream_trusted_ca", "ssl_insecure"}:
             self._client = None
             self._refresh_client = None
+
+    def running(self) -> None:
+        # The clients for the gateway's own requests are made now, in a thread: their TLS
+        # contexts and httpx's lazy imports cost ~100 ms of CPU, which on the event loop would
+        # stall every stream (the first inline retry, the first usage poll).
+        self._warming = asyncio.get_running_loop().run_in_executor(None, self._warm_up)
+
+    def _warm_up(self) -> None:
+        try:
+            import importlib
+
+            self.client()
+            self.refresh_client()
+            # What httpx imports on an async client's first request (its anyio backend).
+            for module in ("anyio._backends._asyncio", "anyio._core._synchronization"):
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(module)
+        except Exception as e:  # made on first use instead
+            log.debug("warm-up: %s", e)
 
     async def done(self) -> None:
         if self._data_dir is not None:
@@ -160,7 +187,7 @@ class Gateway:
             current = self.last_account
         elif record is not None and record.compacted_by is not None:
             # Its compacted summary is readable only by the account that made it: stay there
-            # past the switch threshold, while it is usable at all.
+            # past the switch threshold (even with cao_switch_live), while it is usable.
             continuation = continuation or record.compacted_by == current
         return choose_account(
             self.live.views(),
@@ -169,6 +196,7 @@ class Gateway:
             continuation,
             ctx.options.cao_switch_at,
             Strategy(ctx.options.cao_strategy),
+            ctx.options.cao_switch_live,
         )
 
     def assign(self, conversation: str | None, choice: Choice) -> None:
@@ -196,11 +224,12 @@ class Gateway:
         seen = seen or view.auth.access_token
         lock = self._refresh_locks.setdefault(name, asyncio.Lock())
         async with lock:
+            auth_url = ctx.options.cao_auth_url
             try:
+                # The client is made in the thread too: its TLS set-up is ~20 ms of CPU.
                 result = await asyncio.to_thread(
-                    refresh_tokens, view.home, ctx.options.cao_auth_url, self.refresh_client(),
-                    seen, force,
-                )  # fmt: skip
+                    lambda: refresh_tokens(view.home, auth_url, self.refresh_client(), seen, force)
+                )
             except Exception as error:
                 # Whatever went wrong, this account is not used for this request: the next
                 # one is tried (fail closed, never Codex's own credentials).
@@ -250,11 +279,12 @@ class Gateway:
     def refresh_client(self) -> httpx.Client:
         if self._refresh_client is None:
             self._refresh_client = httpx.Client(
-                verify=self._verify(), timeout=httpx.Timeout(15.0), trust_env=False
+                verify=self.tls_verify(), timeout=httpx.Timeout(15.0), trust_env=False
             )
         return self._refresh_client
 
-    def _verify(self) -> ssl.SSLContext | bool:
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """How the gateway's own requests verify the upstream: as mitmproxy does."""
         cafile = ctx.options.ssl_verify_upstream_trusted_ca
         return ssl.create_default_context(cafile=cafile) if cafile else True
 
@@ -262,7 +292,7 @@ class Gateway:
         """For requests the gateway makes itself; trusts what mitmproxy trusts upstream."""
         if self._client is None:
             self._client = httpx.AsyncClient(
-                verify=self._verify(),
+                verify=self.tls_verify(),
                 timeout=httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0),
                 follow_redirects=False,
                 trust_env=False,
@@ -278,6 +308,7 @@ class Gateway:
                 "retry_mode": ctx.options.cao_retry_mode,
                 "passthrough_auth": self.passthrough,
                 "switch_at": ctx.options.cao_switch_at,
+                "switch_live": ctx.options.cao_switch_live,
                 "strategy": ctx.options.cao_strategy,
                 "uptime_seconds": round(now - self.started),
                 "data_dir": self._data_dir,  # so cao tells "another data dir's" from down

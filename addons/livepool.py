@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -13,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
+from cao.config.files import corrupt_copies
 from cao.config.names import cao_command
 from cao.config.pool import AccountPool, AccountView
 from cao.config.registry import Registry
-from cao.config.state import PoolState
+from cao.config.state import AccountState, PoolState
 from cao.config.store import Store
 
 log = logging.getLogger("cao.gateway")
@@ -47,7 +50,10 @@ class LivePool(AccountPool):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self._registry = Registry()
-        self._registry_read_at = 0  # mtime (ns) of the registry file the cached copy came from
+        # mtime (ns) of each file when the cached copy was read, and the damaged copies of it
+        # kept aside then (a new one means somebody repaired it since).
+        self._read_at: dict[Path, int] = {}
+        self._corrupt_seen: dict[Path, set[str]] = {}
         self._state = PoolState()
         self._files: tuple[Fingerprint, Fingerprint] | None = None
         self._auth: dict[str, tuple[Fingerprint, AccountAuth]] = {}
@@ -103,30 +109,44 @@ class LivePool(AccountPool):
         return path
 
     def _reload(self) -> None:
-        known_at = self._registry_read_at
+        registry_path, state_path = self.store.registry_path, self.store.state_path
         registry, state = self.store.load_registry(), self.store.load_state()
-        # A file found corrupt was kept aside as .corrupt-*: the newest good content goes back
-        # on disk, so a stray write never takes the accounts or cooldowns away. That is the
-        # store's last good copy, or what this gateway read if it read something newer.
-        path = self.store.registry_path
-        restored_at = self.store.restored.pop(path, None)
-        corrupt = self.store.quarantined.pop(path, None) is not None
-        if corrupt and self._registry.accounts and (restored_at is None or known_at > restored_at):
+        # A damaged file was set aside (by this process or another: a `cao list` may notice
+        # first) and replaced by the last good copy, a rebuild, or nothing. What the gateway
+        # holds wins unless a good copy newer than what it read came back: a repair never
+        # takes accounts, cooldowns, usage or switches away from a running gateway.
+        if (
+            self._repaired(registry_path)
+            and self._registry.accounts
+            and not self._newer_good_copy(registry_path)
+        ):
             registry = self._registry
             self.store.update_registry(_restore_registry(registry))
-            log.warning("registry.json was unreadable: restored the %d accounts the gateway "
+            log.warning("registry.json was damaged: restored the %d accounts the gateway "
                         "knew", len(registry.accounts))  # fmt: skip
-        files = self._files
-        self._registry_read_at = files[0][0] if files and files[0] else 0
-        if self.store.quarantined.pop(self.store.state_path, None):
-            state = self._state
-            self.update_state(_restore_state(state))
-            log.warning("cao-state.json was unreadable: restored the gateway's copy")
+        if self._repaired(state_path) and (self._state.accounts or self._state.switches):
+            ours_newer = not self._newer_good_copy(state_path)
+            self.update_state(_restore_state(self._state, ours_newer))
+            log.warning("cao-state.json was damaged: the gateway wrote back its copy")
+        for path in (registry_path, state_path):
+            print_ = _fingerprint(path)
+            self._read_at[path] = print_[0] if print_ else 0
         self._registry, self._state = registry, state
         with self._pending_lock:
             pending = list(self._pending)
         for mutate in pending:  # not on disk yet: keep them in force
             mutate(self._state)
+
+    def _newer_good_copy(self, path: Path) -> bool:
+        return self.store.good_copy_since(path, self._read_at.get(path, 0))
+
+    def _repaired(self, path: Path) -> bool:
+        """Was `path` found damaged and set aside since the last read (by anyone)?"""
+        seen = self._corrupt_seen.get(path)
+        now = corrupt_copies(path)
+        self._corrupt_seen[path] = now
+        mine = self.store.quarantined.pop(path, None) is not None
+        return mine or (seen is not None and bool(now - seen))
 
     def view(self, name: str) -> AccountView | None:
         return next((v for v in self.views() if v.name == name), None)
@@ -217,11 +237,39 @@ def _restore_registry(known: Registry) -> Callable[[Registry], None]:
     return restore
 
 
-def _restore_state(known: PoolState) -> Mutation:
+def _restore_state(known: PoolState, ours_newer: bool) -> Mutation:
+    """Put back what the gateway held after a repair: every account it knows, its entry
+    winning, or (when the repaired file came from a good copy written after the gateway's
+    read) with what the file has overlaid on it; and every switch either side holds."""
+    known = copy.deepcopy(known)
+
     def restore(state: PoolState) -> None:
         for name, account in known.accounts.items():
-            state.accounts.setdefault(name, account)
-        if not state.switches:
-            state.switches[:] = known.switches
+            theirs = state.accounts.get(name)
+            if ours_newer or theirs is None:
+                state.accounts[name] = copy.deepcopy(account)
+            else:
+                state.accounts[name] = _overlay(account, theirs)
+        switches = {(s.at, s.from_account, s.to_account, s.reason): s for s in state.switches}
+        for s in known.switches:
+            switches.setdefault((s.at, s.from_account, s.to_account, s.reason), s)
+        state.switches[:] = []
+        for s in sorted(switches.values(), key=lambda s: s.at):
+            state.record_switch(copy.copy(s))
 
     return restore
+
+
+def _overlay(ours: AccountState, theirs: AccountState) -> AccountState:
+    """`ours` with every field `theirs` has set (a newer write, perhaps made into an empty
+    state after a repair), and per usage window the newer reading."""
+    merged = copy.deepcopy(ours)
+    for f in dataclasses.fields(AccountState):
+        value = getattr(theirs, f.name)
+        if f.name != "usage" and value is not None:
+            setattr(merged, f.name, value)
+    for key, window in theirs.usage.items():
+        mine = merged.usage.get(key)
+        if mine is None or window.updated_at >= mine.updated_at:
+            merged.usage[key] = copy.copy(window)
+    return merged

@@ -36,7 +36,7 @@ class Choice:
 def _leave_reason(view: AccountView, now: float, switch_at: float) -> str:
     availability = view.availability(now)
     if availability is Availability.COOLING:
-        return view.state.cooling_reason or "quota"
+        return view.state.limit_reason(now) or "quota"
     if availability is Availability.USABLE:
         return "threshold" if view.max_used_percent(now) >= switch_at else "recovered"
     return availability.value
@@ -49,17 +49,20 @@ def choose_account(
     continuation: bool = False,
     switch_at: float = 100.0,
     strategy: Strategy = Strategy.ORDER,
+    switch_live: bool = False,
 ) -> Choice:
-    """Keep a conversation on `current` while it is usable (and under the switch threshold,
-    unless mid-turn); else the usable account under the threshold the strategy prefers;
-    else, all being above it, the usable one with the most headroom."""
+    """Keep a conversation on `current` while it is usable: its prompt cache lives there, and
+    a move costs its next turn the whole input uncached (with `switch_live`, the old way, only
+    while under the switch threshold, unless mid-turn). Else the usable account under the
+    threshold the strategy prefers; else, all being above it, the usable one with the most
+    headroom."""
     usable = [v for v in views if v.usable(now)]
     by_name = {v.name: v for v in views}
     stay = by_name.get(current) if current else None
     if (
         stay is not None
         and stay.usable(now)
-        and (continuation or stay.max_used_percent(now) < switch_at)
+        and (not switch_live or continuation or stay.max_used_percent(now) < switch_at)
     ):
         return Choice(stay)
     below = by_strategy([v for v in usable if v.max_used_percent(now) < switch_at], now, strategy)

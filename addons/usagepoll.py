@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import httpx
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
@@ -28,6 +29,7 @@ log = logging.getLogger("cao.gateway")
 MIN_GAP = 60.0  # seconds between two polls of one account, whatever asks for it
 MAX_BACKOFF = 3600.0
 FIRST_POLL = 5.0  # after start: soon, but not on the first request's path
+AFTER_SWITCH_DELAY = 2.0  # after a switch: once the re-sent request has its answer
 
 
 @dataclass
@@ -60,6 +62,8 @@ class UsagePoller:
         self.schedule = PollSchedule()
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        self._wake_later: asyncio.TimerHandle | None = None
+        self._client: httpx.Client | None = None  # used from worker threads only
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -83,10 +87,32 @@ class UsagePoller:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        if self._client is not None:
+            self._client.close()
 
     def after_switch(self, left: str, to: str) -> None:
-        """A switch: read both accounts again (when the minute allows)."""
+        """A switch: read both accounts again (when the minute allows), a moment later, when
+        the re-sent request is answered: never on its path."""
+        if self._wake_later is None or self._wake_later.cancelled():
+            self._wake_later = asyncio.get_running_loop().call_later(
+                AFTER_SWITCH_DELAY, self._wake_now
+            )
+
+    def _wake_now(self) -> None:
+        self._wake_later = None
         self.wake.set()
+
+    def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, object]:
+        """GET the usage document (in a worker thread): its status and JSON (None if none)."""
+        if self._client is None:
+            self._client = httpx.Client(
+                verify=self.gateway.tls_verify(), timeout=httpx.Timeout(15.0), trust_env=False
+            )
+        answer = self._client.get(url, headers=headers)
+        try:
+            return answer.status_code, answer.json()
+        except ValueError:
+            return answer.status_code, None
 
     async def run(self) -> None:
         interval = float(ctx.options.cao_usage_interval)
@@ -122,20 +148,22 @@ class UsagePoller:
             headers["chatgpt-account-id"] = auth.account_id
         url = ctx.options.cao_upstream.rstrip("/") + USAGE_PATH
         try:
-            answer = await self.gateway.client().get(url, headers=headers, timeout=15.0)
+            # In a thread, with its own client: the connection's TLS handshake and the JSON
+            # never run on the event loop the streams share.
+            status, document = await asyncio.to_thread(self._fetch, url, headers)
         except Exception as e:
             log.info("usage poll of %s failed (%s): retried later", name, type(e).__name__)
             self.schedule.polled(name, time.time(), ok=False)
             return
         now = time.time()
-        if answer.status_code in (401, 403):  # like any token failure
+        if status in (401, 403):  # like any token failure
             await self.gateway.recover_unauthorized(name, token_fingerprint(token))
             self.schedule.polled(name, now, ok=False)
             return
         try:
-            if answer.status_code != 200:
-                raise ValueError(f"HTTP {answer.status_code}")
-            reading = parse_usage(answer.json(), now)
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            reading = parse_usage(document, now)
         except ValueError as e:
             log.info("usage poll of %s: %s; retried later", name, str(e)[:60])
             self.schedule.polled(name, now, ok=False)

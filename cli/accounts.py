@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cao.config.auth import AUTH_FILE, AccountAuth, LoginState, read_auth
+from cao.config.auth import API_KEY_LOGIN, AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
 from cao.config.names import cao_command, is_safe_name, validate_new_name
@@ -25,7 +26,7 @@ from .base import (
     human_until,
     print_json,
     say,
-    status_words,
+    short_status,
     store_of,
     text_table,
     warn,
@@ -126,7 +127,9 @@ def import_(
     except ValueError:
         raise InvalidInput(f"{path} is not valid JSON") from None
     if not auth.logged_in:
-        raise InvalidInput(f"{path} holds no ChatGPT login ({auth.problem or auth.state})")
+        if auth.problem == API_KEY_LOGIN:
+            raise InvalidInput(f"{path} holds {API_KEY_LOGIN}: cao switches ChatGPT logins")
+        raise InvalidInput(f"{path} holds no ChatGPT login: {auth.problem or auth.state}")
     home = store.prepare_home(name)
     if read_auth(home).logged_in and not force:
         raise CaoError(f"account {name} is already logged in; add --force to replace its login")
@@ -157,6 +160,10 @@ def use(ctx: typer.Context, name: AccountName) -> None:
 
     store.update_registry(set_default)
     say(f"default account: {name}")
+    auth = read_auth(store.home(name))
+    if not auth.logged_in:
+        problem = f" ({auth.problem})" if auth.problem else ""
+        warn(f"account {name} is not logged in{problem}: run `{cao_command('add', name)}`")
 
 
 @app.command()
@@ -169,8 +176,19 @@ def current(ctx: typer.Context) -> None:
 
 
 @app.command()
-def switch(ctx: typer.Context) -> None:
-    """Pick the default account from a numbered list."""
+def switch(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME]", help="Make it the default (as `cao use`).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Make NAME the default account, or pick it from a numbered list."""
+    if name is not None:
+        use(ctx, name)
+        return
     store = store_of(ctx)
     registry = store.load_registry()
     if not registry.accounts:
@@ -203,7 +221,7 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return
     rows = []
     for v in views:
-        usage = "  ".join(
+        usage = " ".join(
             f"{window_label(m)} {w.used_percent:.0f}%"
             for m, w in sorted(v.state.current_usage(now).items(), key=lambda kv: int(kv[0]))
         )
@@ -211,15 +229,22 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         rows.append([
             "*" if v.is_default else "",
             v.name,
-            status_words(account_summary(v, now), now),
+            short_status(account_summary(v, now), now),
+            usage or "-",
+            expiry if v.auth.state is LoginState.LOGGED_IN else "-",
             v.auth.email or "-",
             v.auth.plan_type or "-",
-            expiry if v.auth.state is LoginState.LOGGED_IN else "-",
-            usage or "-",
         ])  # fmt: skip
     # Plain aligned columns: rich's Table would double this command's run time (~150 ms).
-    header = ["", "name", "status", "email", "plan", "token expires", "usage"]
-    sys.stdout.write(text_table(header, rows))
+    header = ["", "name", "status", "usage", "token expires", "email", "plan"]
+    table = text_table(header, rows)
+    if max(len(line) for line in table.splitlines()) > shutil.get_terminal_size().columns:
+        # Too wide for the terminal: who the account is goes on a line of its own.
+        table = text_table(header[:4], [r[:4] for r in rows])
+        lines = table.splitlines()
+        who = [f"\n     {r[5]}  {r[6]}  token expires {r[4]}" if r[5] != "-" else "" for r in rows]
+        table = "\n".join([lines[0], *map("".join, zip(lines[1:], who, strict=True))]) + "\n"
+    sys.stdout.write(table)
 
 
 @app.command()

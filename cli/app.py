@@ -9,7 +9,7 @@ import typer
 
 from cao.config.errors import CaoError
 
-from .base import app, setup_logging
+from .base import app, readable, setup_logging
 
 EXIT_INTERRUPTED = 130
 # The module that registers each command. A command imports only its own module: typer builds
@@ -18,6 +18,7 @@ COMMAND_MODULES = {
     "add": "accounts", "import": "accounts", "use": "accounts", "current": "accounts",
     "switch": "accounts", "list": "accounts", "remove": "accounts",
     "gateway": "gateway", "run": "run", "status": "status", "sessions": "sessions",
+    "doctor": "status", "report": "status",
 }  # fmt: skip
 ALL_MODULES = ("accounts", "gateway", "run", "status", "sessions")
 GLOBAL_OPTIONS_WITH_VALUE = ("--data-dir",)
@@ -36,6 +37,26 @@ def command_word(argv: list[str]) -> str | None:
     return None
 
 
+# Options whose value may be left out, as the original tool allowed: `--report` alone is md.
+BARE_OPTION_VALUES = {("status", "--report"): "md"}
+
+
+def with_bare_values(argv: list[str]) -> list[str]:
+    """`argv` with the implied value after an option given bare (last, or before another
+    option)."""
+    command = command_word(argv)
+    out: list[str] = []
+    for i, word in enumerate(argv):
+        out.append(word)
+        if word == "--":
+            return out + argv[i + 1 :]
+        implied = BARE_OPTION_VALUES.get((command or "", word))
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if implied is not None and (following is None or following.startswith("-")):
+            out.append(implied)
+    return out
+
+
 def load_commands(argv: list[str]) -> None:
     module = COMMAND_MODULES.get(command_word(argv) or "")
     for name in (module,) if module else ALL_MODULES:  # help and typos list every command
@@ -44,9 +65,12 @@ def load_commands(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    load_commands(sys.argv[1:] if argv is None else argv)
+    argv = with_bare_values(sys.argv[1:] if argv is None else argv)
+    load_commands(argv)
+    command = typer.main.get_command(app)
+    readable(command)
     try:
-        result = app(args=argv, prog_name="cao", standalone_mode=False)
+        result = command.main(args=argv, prog_name="cao", standalone_mode=False)
     except CaoError as e:
         sys.stderr.write(f"cao: error: {e}\n")
         sys.exit(e.exit_code)

@@ -6,13 +6,13 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from cao.config.errors import CaoError
 from cao.config.names import validate_name
+from cao.config.state import window_label
 from cao.config.store import Store, resolve_data_dir
 
 app = typer.Typer(
@@ -47,9 +47,10 @@ def _version(value: bool) -> None:
 def global_options(
     ctx: typer.Context,
     data_dir: Annotated[
-        Path | None,
+        str | None,  # not a Path: typer would read "" as "."
         typer.Option(
             "--data-dir",
+            metavar="DIR",
             help="Where accounts and state live (env: CAO_DATA_DIR; "
             "default: ~/.codex-account-orchestrator).",
             show_default=False,
@@ -78,7 +79,10 @@ def store_of(ctx: typer.Context) -> Store:
 
 
 AccountName = Annotated[
-    str, typer.Argument(help="Account name: letters, digits, '_' and '-'.", show_default=False)
+    str,
+    typer.Argument(
+        help="Account name: letters, digits and _ - . @ + (at most 64).", show_default=False
+    ),
 ]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -86,6 +90,55 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output 
 
 def account_name(name: str) -> str:
     return validate_name(name)
+
+
+# -- help that reads as words ------------------------------------------------------------------
+
+# An option's placeholder by what it names (else by its type): `--port PORT`, not `<int range>`.
+PLACEHOLDERS = {
+    "host": "HOST", "port": "PORT", "web_port": "PORT", "url": "URL", "upstream": "URL",
+    "auth_url": "URL", "gateway_url": "URL", "upstream_ca": "FILE", "codex": "PATH",
+    "bin_dir": "DIR", "data_dir": "DIR", "account": "NAME", "switch_at": "PERCENT",
+    "resume": "ID", "limit": "N", "max_passes": "N",
+}  # fmt: skip
+TYPE_WORDS = {"int": "whole number", "int range": "whole number", "float": "number",
+              "float range": "number", "str": "text"}  # fmt: skip
+
+
+def readable(command: Any) -> None:
+    """Walk the command tree typer built: every option gets a placeholder that reads as a word
+    (`SECONDS`, `redirect|inline`), every command a summary that is never cut with "…" (its
+    first sentence, wrapped), and a bad value is "not a valid whole number", not "int range"."""
+    for param in getattr(command, "params", []):
+        kind = param.type
+        if kind.name in TYPE_WORDS:
+            kind.name = TYPE_WORDS[kind.name]
+        if param.metavar is not None:
+            continue
+        if param.param_type_name != "option":
+            param.metavar = param.name.upper()  # `cao add NAME`, as the README writes it
+            continue
+        choices = getattr(kind, "choices", None)
+        if choices:
+            param.metavar = "|".join(str(c) for c in choices)
+        elif param.name in PLACEHOLDERS:
+            param.metavar = PLACEHOLDERS[param.name]
+        elif "seconds" in param.name or "delay" in param.name or "interval" in param.name:
+            param.metavar = "SECONDS"
+        elif kind.name in ("whole number", "number"):
+            param.metavar = "N"
+        else:
+            param.metavar = param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            sub.short_help = first_sentence(sub.help)
+        readable(sub)
+
+
+def first_sentence(text: str) -> str:
+    words = " ".join(text.split("\n\n")[0].split())
+    sentence, dot, _ = words.partition(". ")
+    return sentence + ("." if dot else "")
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -137,30 +190,35 @@ def human_until(when: float, now: float | None = None) -> str:
     return f"in {human_duration(delta)}" if delta >= 0 else f"{human_duration(delta)} ago"
 
 
-def window_label(minutes: str | int) -> str:
-    """A usage window by its length: 300 -> "5h", 10080 -> "weekly"."""
-    m = int(minutes)
-    if m % 10080 == 0:
-        return "weekly" if m == 10080 else f"{m // 10080}w"
-    if m % 1440 == 0:
-        return f"{m // 1440}d"
-    if m % 60 == 0:
-        return f"{m // 60}h"
-    return f"{m}m"
-
-
 def status_words(account: dict[str, Any], now: float) -> str:
     """An account's state for humans, from its `account_summary` (cao list, cao status, cao
     gateway status, whose document may come from another cao version: hence .get)."""
     status, until, fix = account.get("status"), account.get("cooling_until"), account.get("fix")
     if status == "cooling" and until:
-        return f"cooling until {local_time(until)} ({account.get('cooling_reason')})"
+        reason = str(account.get("cooling_reason"))
+        # A cooldown cao set, or a usage window the upstream reports spent until its reset.
+        words = "limited" if reason.endswith(" used up") else "cooling"
+        return f"{words} until {local_time(until)} ({reason})"
     if fix:
         problem = f" ({account['problem']})" if account.get("problem") else ""
         return f"{status}{problem}: run `{fix}`"
     expires = account.get("token_expires_at")
     if expires is not None and expires <= now:
         return "usable (token expired, refreshed on use)"
+    return str(status)
+
+
+def short_status(account: dict[str, Any], now: float) -> str:
+    """`status_words` for a column: the time alone (the reason is in the usage or
+    `cao status`), and the fix command."""
+    status, until, fix = account.get("status"), account.get("cooling_until"), account.get("fix")
+    if status == "cooling" and until:
+        words = "limited" if str(account.get("cooling_reason")).endswith(" used up") else "cooling"
+        when = "%H:%M" if until - now < 86400 else "%b %d %H:%M"
+        return f"{words} until {time.strftime(when, time.localtime(until))}"
+    if fix:
+        problem = f" ({account['problem']})" if account.get("problem") else ""
+        return f"{status}{problem}: run `{fix}`"
     return str(status)
 
 
@@ -182,4 +240,4 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-__all__ = ["CaoError"]
+__all__ = ["CaoError", "window_label"]

@@ -23,15 +23,27 @@ def mask_email(email: str | None) -> str | None:
     return f"{local[:1]}***{at}{domain}"
 
 
+def mask_name(name: str | None) -> str | None:
+    """An account name that is an email address (`john.doe@example.com`) is masked as one."""
+    return mask_email(name) if name and "@" in name else name
+
+
 def report_document(document: dict[str, Any]) -> dict[str, Any]:
-    """The status without what identifies the user: emails masked, no ids or paths."""
+    """The status without what identifies the user: emails masked (in account names too), no
+    ids or paths."""
     accounts = []
     for a in document["accounts"]:
         kept = {k: v for k, v in a.items() if k not in ("account_id", "home", "problem")}
-        accounts.append({**kept, "email": mask_email(a["email"])})
+        name, fix = a["name"], a["fix"]
+        if fix and mask_name(name) != name:
+            fix = fix.replace(name, str(mask_name(name)))
+        accounts.append({**kept, "name": mask_name(name), "fix": fix,
+                         "email": mask_email(a["email"])})  # fmt: skip
+    switches = [{**s, "from": mask_name(s["from"]), "to": mask_name(s["to"])}
+                for s in document["switches"]]  # fmt: skip
     shim = {k: v for k, v in document["shim"].items() if k != "path"}
     return {**{k: v for k, v in document.items() if k != "data_dir"}, "shim": shim,
-            "accounts": accounts}  # fmt: skip
+            "accounts": accounts, "switches": switches}  # fmt: skip
 
 
 def _usage_words(w: dict[str, Any], now: float) -> str:
@@ -133,9 +145,11 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
     )
     shim_words = "[green]enabled[/]" if shim["enabled"] else "[dim]not enabled[/]"
     summary = document["summary"]
+    # One fact a line: a header that wraps mid-phrase at 80 columns reads as noise.
     lines = [
-        f"[bold]cao status[/]  gateway {gateway}  ·  codex shim {shim_words}  ·  "
-        f"{summary['usable']}/{summary['accounts']} usable",
+        f"[bold]cao status[/]  {summary['usable']}/{summary['accounts']} usable",
+        f"  gateway     {gateway}",
+        f"  codex shim  {shim_words}",
     ]
     if not document["accounts"]:
         lines.append("no accounts yet: add one with `cao add NAME`")

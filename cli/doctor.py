@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import typer
 
 from cao.config.access import key_path
-from cao.config.auth import AUTH_FILE
+from cao.config.auth import AUTH_FILE, read_auth
 from cao.config.errors import CaoError
 from cao.config.names import cao_command
 from cao.config.pool import (
@@ -23,6 +23,7 @@ from cao.config.pool import (
     same_account,
     same_account_advice,
 )
+from cao.config.settings import SETTINGS_FILE, read_settings
 from cao.config.store import Store
 
 from .base import cao_words, human_until, local_time, print_json
@@ -106,7 +107,7 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
         checks.append(
             Check(Level.ERROR, "no account can be used: none is logged in", "cao add NAME")
         )
-    elif all(v.state.cooling(now) for v in working):
+    elif not any(v.usable(now) for v in working):
         back = earliest_reset(working, now) or now
         checks.append(Check(
             Level.WARNING,
@@ -212,12 +213,47 @@ def check_permissions(store: Store, views: list[AccountView], bin_dir: Path) -> 
     return checks or [Check(Level.OK, "data dir and token files are private")]
 
 
+def codex_own_home() -> Path:
+    """Where plain `codex` keeps its login: $CODEX_HOME, else ~/.codex."""
+    import os
+
+    return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+
+
+def check_shared_login(views: list[AccountView], own: Path) -> list[Check]:
+    """An account holding the very refresh token `~/.codex` holds (`cao import` copies it):
+    refresh tokens are single-use, so whichever refreshes first logs the other out."""
+    theirs = read_auth(own).refresh_token
+    if not theirs:
+        return []
+    return [
+        Check(
+            Level.WARNING,
+            f"account {v.name} shares its login with {own} (one refresh token): when either "
+            "refreshes it, the other must log in again",
+            f"{cao_command('add', v.name)}   (a login of its own; or `codex logout` in {own})",
+        )
+        for v in views
+        if v.auth.refresh_token == theirs and v.home.resolve() != own.resolve()
+    ]
+
+
+def check_settings(store: Store) -> list[Check]:
+    try:
+        _, unknown = read_settings(store.data_dir)
+    except CaoError as e:
+        return [Check(Level.ERROR, str(e), f"fix or remove {store.data_dir / SETTINGS_FILE}")]
+    return [Check(Level.WARNING, problem, "see `cao run --help`") for problem in unknown]
+
+
 def doctor_checks(
     store: Store, views: list[AccountView], document: dict[str, Any], bin_dir: Path, now: float
 ) -> list[Check]:
     return [
         check_codex(),
         *check_accounts(views, now),
+        *check_shared_login(views, codex_own_home()),
+        *check_settings(store),
         *check_shim(store, document, bin_dir),
         *check_permissions(store, views, bin_dir),
     ]

@@ -50,6 +50,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ipv4_mapped(host: str) -> str | None:
+    """The IPv4 address an IPv4-mapped IPv6 address (::ffff:127.0.0.1) stands for."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else None
+
+
 def origin(url: str, what: str) -> str:
     """An http(s) origin without path: what mitmproxy's reverse mode can take."""
     parts = urlsplit(url.strip())

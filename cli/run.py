@@ -43,6 +43,7 @@ from cao.config.sessions import (
     lost_compaction,
     newest_session,
 )
+from cao.config.settings import SETTINGS_FILE, read_settings
 from cao.config.store import Store
 
 from . import relay
@@ -51,27 +52,19 @@ from .codex import codex_env, find_codex
 from .gateway import fetch_status, meant_gateway
 from .resume import continuation_argv, split_command, user_prompt
 
-SETTINGS_FILE = "cao.toml"  # in the data dir
-
 
 def extra_quota_patterns(store: Store) -> list[re.Pattern[str]]:
     """compile_patterns() plus `[run] quota_patterns` from <data dir>/cao.toml."""
-    import tomllib  # only `cao run` reads cao.toml
-
+    settings, unknown = read_settings(store.data_dir)
+    for problem in unknown:
+        warn(problem)
     path = store.data_dir / SETTINGS_FILE
-    extra: list[str] = []
-    if path.exists():
-        try:
-            settings = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise CaoError(f"{path}: {e}") from None
-        section = settings.get("run", {})
-        value = section.get("quota_patterns", []) if isinstance(section, dict) else None
-        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-            raise CaoError(f"{path}: [run] quota_patterns must be a list of strings")
-        extra = value
+    section = settings.get("run", {})
+    value = section.get("quota_patterns", []) if isinstance(section, dict) else None
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise CaoError(f"{path}: [run] quota_patterns must be a list of strings")
     try:
-        return compile_patterns(extra)
+        return compile_patterns(value)
     except re.error as e:
         raise CaoError(f"{path}: bad quota pattern {e.pattern!r}: {e}") from None
 
@@ -99,13 +92,12 @@ def candidates(
     now: float,
     strategy: Strategy = DEFAULT_STRATEGY,
 ) -> list[AccountView]:
-    """Usable accounts in the strategy's order (`first` first, when given); with none usable,
-    every account that is logged in, to recheck them (that is what passes are for)."""
+    """Usable accounts in the strategy's order (`first` first, when given). One cooling down
+    or with a usage window at 100 % is not started: it would only hit the limit again."""
     views = by_strategy(views, now, strategy)
     if first is not None:
         views = sorted(views, key=lambda v: v.name != first)
-    usable = [v for v in views if v.usable(now)]
-    return usable or [v for v in views if v.auth.logged_in and not v.state.needs_login]
+    return [v for v in views if v.usable(now)]
 
 
 @app.command(
@@ -272,10 +264,14 @@ class FallbackRun:
     def run(self, first: str | None, max_passes: int, retry_delay: float) -> int:
         previous: str | None = None
         resuming = self.session is not None
+        skipped: str | None = None
         for number in range(1, max_passes + 1):
-            tried = candidates(self.pool.accounts(), first, time.time(), self.strategy)
-            if not tried:
+            views = self.pool.accounts()
+            tried = candidates(views, first, time.time(), self.strategy)
+            if not any(v.auth.logged_in and not v.state.needs_login for v in views):
                 raise CaoError("no logged-in account: add one with `cao add NAME`")
+            if not tried and number == 1:
+                say("cao: every account is limited: codex not started")
             for view in tried:
                 if previous is not None:
                     self.pool.record_switch(previous, view.name, "quota")
@@ -306,13 +302,21 @@ class FallbackRun:
             if number < max_passes:
                 comeback = self.next_chance(time.time())
                 if comeback is None or comeback > time.time() + retry_delay:
-                    break  # another pass now cannot succeed: say when it could
+                    # Another pass now cannot succeed: say so, and when one could.
+                    skipped = f"pass {number + 1} of {max_passes} skipped: " + (
+                        "no account can run without a login"
+                        if comeback is None
+                        else f"no account is back within --retry-delay {retry_delay:g}s"
+                    )
+                    break
                 say(
                     f"cao: every account is limited; pass {number + 1} of {max_passes} in "
                     f"{retry_delay:g}s"
                 )
                 time.sleep(retry_delay)
         now = time.time()
+        if skipped is not None:
+            say(f"cao: {skipped}")
         for view in self.pool.accounts():
             say(f"cao: {view.name}: {status_words(account_summary(view, now), now)}")
         comeback = self.next_chance(now)

@@ -22,7 +22,7 @@ from cao.config.pool import DEFAULT_STRATEGY, AccountPool, Strategy
 from cao.config.store import Store
 
 from .base import cao_words, gateway_app, say, store_of, warn
-from .gateway import Host, Port, bare_host, is_loopback, origin
+from .gateway import Host, Port, bare_host, ipv4_mapped, is_loopback, origin
 from .probe import answers, busy_port
 
 # Comfortably above Codex's largest requests: a full context window is ~1 MB of JSON and an
@@ -52,8 +52,11 @@ def addon_script() -> Path:
 def port_in_use(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
-        # As mitmproxy binds: only a live listener makes the port busy.
+        # As mitmproxy (asyncio) binds: only a live listener makes the port busy, and an IPv6
+        # socket is IPv6 only.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             s.bind((host.strip("[]"), port))
         except OSError as e:
@@ -80,6 +83,7 @@ def mitm_args(
     usage_interval: int = 300,
     strategy: str = DEFAULT_STRATEGY.value,
     require_key: bool = False,
+    switch_live: bool = False,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -101,6 +105,7 @@ def mitm_args(
         "--set", f"cao_usage_interval={usage_interval}",
         "--set", f"cao_strategy={strategy}",
         "--set", f"cao_require_key={'true' if require_key else 'false'}",
+        "--set", f"cao_switch_live={'true' if switch_live else 'false'}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -156,6 +161,14 @@ def start(
             min=1, max=100, help="Move new conversations off an account at this usage percent."
         ),
     ] = defaults.SWITCH_AT_PERCENT,
+    switch_live: Annotated[
+        bool,
+        typer.Option(
+            "--switch-live",
+            help="Live conversations leave at --switch-at too (losing their prompt cache); "
+            "by default they stay until the account refuses.",
+        ),
+    ] = False,
     usage_interval: Annotated[
         int,
         typer.Option(
@@ -240,8 +253,18 @@ def start(
                 f"a gateway already runs for {store.data_dir} (pid {record.pid}, {record.url}):"
                 f" `{cao_words(store, 'gateway restart')}` restarts it"
             )
+    mapped = ipv4_mapped(host)
+    if mapped is not None:
+        raise InvalidInput(
+            f"--host {host} is an IPv4-mapped IPv6 address, which cannot be listened on: use "
+            f"--host {mapped}"
+        )
     if port and port_in_use(host, port):
         raise CaoError(busy_port(store, host, port))
+    if web and web_port == port:
+        raise InvalidInput(f"--web-port {web_port} is the gateway's own --port: pick another")
+    if web and port_in_use(host, web_port):
+        raise CaoError(f"port {web_port} on {host} is in use (mitmweb's UI: try --web-port)")
     store.ensure()
     gateway_key(store)  # made before mitmdump starts: its addon only reads it
     ensure_private_dir(store.data_dir / ".mitmproxy")
@@ -251,7 +274,7 @@ def start(
         passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
         web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
-        require_key=require_key,
+        require_key=require_key, switch_live=switch_live,
     )  # fmt: skip
     if log_file is not None:
         args += ["--set", f"cao_log_file={log_file.absolute()}"]

@@ -149,6 +149,12 @@ def status_document(
 # -- the command ----------------------------------------------------------------------------------
 
 
+UrlOption = Annotated[
+    str | None,
+    typer.Option(help="Gateway URL to ask [default: the shim's, else http://127.0.0.1:4319]."),
+]
+
+
 @app.command()
 def status(
     ctx: typer.Context,
@@ -164,16 +170,16 @@ def status(
     ] = False,
     report: Annotated[
         ReportFormat | None,
-        typer.Option(help="A shareable summary (emails masked, no ids or paths): md or json."),
+        typer.Option(
+            metavar="md|json",
+            help="A shareable summary (emails masked, no ids or paths); a bare --report is md.",
+        ),
     ] = None,
     doctor: Annotated[
         bool,
         typer.Option("--doctor", help="Check the set-up; exit 0 all fine, 1 warnings, 2 errors."),
     ] = False,
-    url: Annotated[
-        str | None,
-        typer.Option(help="Gateway URL to ask [default: the shim's, else http://127.0.0.1:4319]."),
-    ] = None,
+    url: UrlOption = None,
     bin_dir: BinDir = None,
     refresh: Annotated[
         bool,
@@ -182,18 +188,27 @@ def status(
         ),
     ] = False,
     upstream: Annotated[
-        str, typer.Option(help="With --refresh: the backend origin.")
+        str, typer.Option(metavar="URL", help="With --refresh: the backend origin.")
     ] = defaults.UPSTREAM_URL,
     upstream_ca: Annotated[
-        Path | None, typer.Option(help="With --refresh: an extra CA bundle to trust.")
+        Path | None,
+        typer.Option(metavar="FILE", help="With --refresh: an extra CA bundle to trust."),
     ] = None,
     auth_url: Annotated[
-        str, typer.Option(help="With --refresh: the token endpoint origin, for refreshes.")
+        str,
+        typer.Option(
+            metavar="URL", help="With --refresh: the token endpoint origin, for refreshes."
+        ),
     ] = defaults.AUTH_URL,
 ) -> None:
     """Every account's usage windows, health and reset times, and whether the gateway is up."""
     if sum([as_json, compact, pretty or full, report is not None]) > 1:
         raise InvalidInput("choose one of --json, --compact, --pretty/--full and --report")
+    if doctor and (compact or pretty or full or report is not None):
+        raise InvalidInput(
+            "--doctor goes alone or with --json (--report, --compact, --pretty and --full show "
+            "the status instead)"
+        )
     store = store_of(ctx)
     gateway_url = origin(url, "--url") if url else None
     directory = bin_dir or default_bin_dir()
@@ -229,3 +244,27 @@ def status(
         console = Console(highlight=False)
         for line in dashboard(document, all_switches=full):
             console.print(line)
+
+
+# The original tool's forms: `cao doctor` and `cao report` (thin aliases of the flags).
+
+
+@app.command("doctor")
+def doctor_command(
+    ctx: typer.Context, as_json: JsonFlag = False, url: UrlOption = None, bin_dir: BinDir = None
+) -> None:
+    """Check the set-up (as `cao status --doctor`); exit 0 fine, 1 warnings, 2 errors."""
+    status(ctx, as_json=as_json, doctor=True, url=url, bin_dir=bin_dir)
+
+
+@app.command("report")
+def report_command(
+    ctx: typer.Context,
+    form: Annotated[
+        ReportFormat, typer.Argument(metavar="[md|json]", help="The summary's format.")
+    ] = ReportFormat.md,
+    url: UrlOption = None,
+    bin_dir: BinDir = None,
+) -> None:
+    """A shareable summary (as `cao status --report`): emails masked, no ids or paths."""
+    status(ctx, report=form, url=url, bin_dir=bin_dir)

@@ -17,6 +17,9 @@ AUTH_FILE = "auth.json"
 _CLAIMS = "https://api.openai.com/auth"
 
 
+API_KEY_LOGIN = "an API-key login, not a ChatGPT one"
+
+
 class LoginState(StrEnum):
     LOGGED_IN = "logged in"
     NOT_LOGGED_IN = "not logged in"
@@ -65,7 +68,9 @@ class AccountAuth:
             return cls(LoginState.UNREADABLE, "not a JSON object")
         tokens = document.get("tokens")
         if tokens is None:
-            return cls(LoginState.NOT_LOGGED_IN, "no ChatGPT tokens (API-key login?)", raw=document)
+            api_key = document.get("auth_mode") == "apikey" or bool(document.get("OPENAI_API_KEY"))
+            problem = API_KEY_LOGIN if api_key else "no ChatGPT tokens"
+            return cls(LoginState.NOT_LOGGED_IN, problem, raw=document)
         if not isinstance(tokens, dict):
             return cls(LoginState.UNREADABLE, "'tokens' is not an object", raw=document)
         access = tokens.get("access_token")

@@ -37,7 +37,11 @@ def ensure_dir(path: Path, mode: int) -> None:
 
 def ensure_private_dir(path: Path) -> None:
     """Create `path` (and parents) as 0700; tighten it if it exists with looser bits."""
+    before = path.stat().st_mode & 0o777 if path.is_dir() else None
     ensure_dir(path, DIR_MODE)
+    if before is not None and before & 0o077:
+        log.warning("%s was open to others (%04o): made it 0700, as every dir cao keeps tokens "
+                    "in", path, before)  # fmt: skip
 
 
 def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
@@ -73,17 +77,29 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def quarantine(path: Path, reason: str) -> Path:
-    """Keep a file we cannot parse as `<file>.corrupt-<timestamp>`; never delete it."""
+CORRUPT_INFIX = ".corrupt-"
+
+
+def quarantine(path: Path) -> Path:
+    """Keep a file we cannot parse as `<file>.corrupt-<timestamp>`; never delete it. (The
+    caller says what it read instead, in one line.)"""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}")
     n = 1
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}-{n}")
     os.replace(path, target)
-    log.warning("%s is not valid (%s); kept it as %s and started empty", path, reason, target.name)
     return target
+
+
+def corrupt_copies(path: Path) -> set[str]:
+    """The names of the damaged copies of `path` kept so far (by any process)."""
+    prefix = path.name + CORRUPT_INFIX
+    try:
+        return {n for n in os.listdir(path.parent) if n.startswith(prefix)}
+    except OSError:
+        return set()
 
 
 def read_private_text(path: Path) -> str | None:

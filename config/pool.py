@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ class AccountView:
             return Availability.UNREADABLE
         if self.state.needs_login:
             return Availability.NEEDS_LOGIN
-        if self.state.cooling(now):
+        if self.state.limited_until(now) is not None:  # cooling, or a window at 100 %
             return Availability.COOLING
         return Availability.USABLE
 
@@ -63,7 +64,6 @@ def account_summary(view: AccountView, now: float) -> dict[str, Any]:
     """Everything known about an account, as JSON for `cao list --json` and the gateway's
     status endpoint. Never a token."""
     state = view.state
-    cooling = state.cooling(now)
     return {
         "name": view.name,
         "default": view.is_default,
@@ -74,8 +74,8 @@ def account_summary(view: AccountView, now: float) -> dict[str, Any]:
         "plan": view.auth.plan_type,
         "account_id": view.auth.account_id,
         "token_expires_at": view.auth.expires_at,
-        "cooling_until": state.cooling_until if cooling else None,
-        "cooling_reason": state.cooling_reason if cooling else None,
+        "cooling_until": state.limited_until(now),
+        "cooling_reason": state.limit_reason(now),
         "needs_login": state.needs_login,
         "fix": view.fix_command(),
         "usage": {
@@ -159,8 +159,9 @@ def same_account_advice(names: list[str]) -> str:
 
 
 def earliest_reset(views: list[AccountView], now: float) -> float | None:
-    """When the first of these accounts that is cooling down comes back."""
-    times = [v.state.cooling_until for v in views if v.state.cooling(now)]
+    """When the first of these accounts that is limited (cooling down, or a window at 100 %)
+    can serve again."""
+    times = [v.state.limited_until(now) for v in views]
     return min((t for t in times if t is not None), default=None)
 
 
@@ -188,13 +189,17 @@ class AccountPool:
             quota_hit=signal.kind is QuotaKind.USAGE_LIMIT,
         )
 
+    # A mutation may be applied more than once (the gateway re-applies what is not on disk yet
+    # after each re-read): every time in it is taken once, outside.
     def mark_cooling(self, name: str, until: float, reason: str, quota_hit: bool = False) -> None:
+        now = time.time()
+
         def mark(state: PoolState) -> None:
             account = state.account(name)
             account.cooling_until = until
             account.cooling_reason = reason
             if quota_hit:
-                account.last_quota_hit = time.time()
+                account.last_quota_hit = now
 
         self.update_state(mark)
 
@@ -202,6 +207,5 @@ class AccountPool:
         self.update_state(lambda s: setattr(s.account(name), "needs_login", reason))
 
     def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
-        self.update_state(
-            lambda s: s.record_switch(Switch(time.time(), from_account, to_account, reason))
-        )
+        switch = Switch(time.time(), from_account, to_account, reason)
+        self.update_state(lambda s: s.record_switch(copy.copy(switch)))

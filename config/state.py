@@ -44,6 +44,18 @@ def _window_minutes(key: object) -> str | None:
     return str(minutes) if 1 <= minutes <= 10**6 else None
 
 
+def window_label(minutes: str | int) -> str:
+    """A usage window by its length: 300 -> "5h", 10080 -> "weekly"."""
+    m = int(minutes)
+    if m % 10080 == 0:
+        return "weekly" if m == 10080 else f"{m // 10080}w"
+    if m % 1440 == 0:
+        return f"{m // 1440}d"
+    if m % 60 == 0:
+        return f"{m // 60}h"
+    return f"{m}m"
+
+
 @dataclass
 class UsageWindow:
     """One rate-limit window as the upstream reported it (keyed by its length in minutes)."""
@@ -77,6 +89,33 @@ class AccountState:
 
     def current_usage(self, now: float) -> dict[str, UsageWindow]:
         return {k: w for k, w in self.usage.items() if w.current(now)}
+
+    def spent_windows(self, now: float) -> dict[str, UsageWindow]:
+        """Windows at 100 % that have not reset yet: the account cannot serve until then."""
+        return {
+            k: w
+            for k, w in self.current_usage(now).items()
+            if w.used_percent >= 100 and w.resets_at is not None
+        }
+
+    def limited_until(self, now: float) -> float | None:
+        """When the account can serve again, cooling down or with a window spent (the later
+        of the two); None while it can."""
+        times = [w.resets_at for w in self.spent_windows(now).values() if w.resets_at]
+        if self.cooling(now) and self.cooling_until is not None:
+            times.append(self.cooling_until)
+        return max(times, default=None)
+
+    def limit_reason(self, now: float) -> str | None:
+        """Why it is limited: the cooldown's reason, or which window is spent."""
+        until = self.limited_until(now)
+        if until is None:
+            return None
+        if self.cooling(now) and self.cooling_until == until:
+            return self.cooling_reason or "quota"
+        spent = self.spent_windows(now)
+        longest = max(spent, key=int)
+        return f"{window_label(longest)} window used up"
 
     @classmethod
     def parse(cls, raw: object) -> AccountState:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, TypeVar
 import tomli_w
 
 from .defaults import DATA_DIR_ENV, DATA_DIR_NAME
-from .errors import CaoError
+from .errors import CaoError, InvalidInput
 from .files import ensure_private_dir, quarantine, write_atomic, write_json_atomic
-from .names import validate_name
+from .names import is_safe_name, validate_name
 from .registry import Registry
 from .state import PoolState
 
@@ -33,13 +33,23 @@ ACCOUNT_CONFIG = {"cli_auth_credentials_store": "file", "forced_login_method": "
 LOCK_TIMEOUT = 30.0
 
 
-def resolve_data_dir(option: Path | None, env: Mapping[str, str] = os.environ) -> Path:
-    """--data-dir, else $CAO_DATA_DIR, else ~/.codex-account-orchestrator."""
+def resolve_data_dir(option: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """--data-dir, else $CAO_DATA_DIR, else ~/.codex-account-orchestrator. An empty value is
+    refused, given either way (a script's unset variable must not pick a directory)."""
     if option is not None:
-        return option.expanduser().absolute()
-    if env.get(DATA_DIR_ENV):
-        return Path(env[DATA_DIR_ENV]).expanduser().absolute()
-    return Path.home() / DATA_DIR_NAME
+        given, where = str(option), "--data-dir"
+    elif DATA_DIR_ENV in env:
+        given, where = env[DATA_DIR_ENV], DATA_DIR_ENV
+    else:
+        given, where = "", ""
+    if where and not given.strip():
+        raise InvalidInput(
+            f"{where} is empty: give a directory, or leave it out for ~/{DATA_DIR_NAME}"
+        )
+    path = Path(given).expanduser().absolute() if where else Path.home() / DATA_DIR_NAME
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"{path} is a file, not a data dir")
+    return path
 
 
 class Store:
@@ -53,7 +63,6 @@ class Store:
         # Files this Store found corrupt and kept aside (path -> the .corrupt-* copy), so that
         # a long-running reader can put back what it still knows.
         self.quarantined: dict[Path, Path] = {}
-        self.restored: dict[Path, int] = {}  # path -> mtime (ns) of the good copy it came from
 
     def ensure(self) -> None:
         ensure_private_dir(self.data_dir)
@@ -84,12 +93,31 @@ class Store:
     # -- generic JSON documents ----------------------------------------------------------------
 
     def good_copy(self, path: Path) -> Path:
-        """The last content cao wrote to `path` (kept for the registry only)."""
+        """The last content cao wrote to `path`: what a damaged file is restored from."""
         return path.with_name(f".{path.name}.good")
 
-    def _load(self, path: Path, parse: Callable[[object], D], empty: Callable[[], D]) -> D:
-        """Read a document; a corrupt one is set aside under the lock and read as its last good
-        copy when there is one (the registry), else as empty."""
+    def good_copy_since(self, path: Path, mtime_ns: int) -> bool:
+        """Is there a readable last good copy of `path` written after `mtime_ns`? (Then a
+        repair restored content newer than what a reader read at that time.)"""
+        good = self.good_copy(path)
+        try:
+            if good.stat().st_mtime_ns <= mtime_ns:
+                return False
+            json.loads(good.read_bytes())
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _load(
+        self,
+        path: Path,
+        parse: Callable[[object], D],
+        empty: Callable[[], D],
+        rebuild: Callable[[], tuple[D, str] | None] | None = None,
+    ) -> D:
+        """Read a document. A damaged one is set aside (`.corrupt-*`) under the lock and
+        replaced by its last good copy, else by what `rebuild` finds on disk, else read as
+        empty; one line says which."""
         try:
             return parse(json.loads(path.read_bytes()))
         except FileNotFoundError:
@@ -103,15 +131,25 @@ class Store:
             except FileNotFoundError:
                 return empty()
             except ValueError as e:
-                self.quarantined[path] = quarantine(path, str(e).splitlines()[0][:80])
+                reason = str(e).splitlines()[0][:80]
+                kept = self.quarantined[path] = quarantine(path)
+            damaged = f"{path.name} was damaged ({reason}; kept as {kept.name})"
             good = self.good_copy(path)
             try:
-                document = parse(json.loads(good.read_bytes()))
+                content = good.read_bytes()
+                document = parse(json.loads(content))
             except (OSError, ValueError):
+                pass
+            else:
+                write_atomic(path, content)
+                log.warning("%s: restored the last copy cao wrote", damaged)
+                return document
+            found = rebuild() if rebuild is not None else None
+            if found is None:
+                log.warning("%s: read as empty", damaged)
                 return empty()
-            write_atomic(path, good.read_bytes())
-            self.restored[path] = good.stat().st_mtime_ns
-            log.warning("restored %s from the last copy cao wrote", path.name)
+            document, what = found
+            log.warning("%s and it had no good copy: %s", damaged, what)
             return document
         finally:
             lock.release()
@@ -139,7 +177,30 @@ class Store:
     # -- registry ------------------------------------------------------------------------------
 
     def load_registry(self) -> Registry:
-        return self._load(self.registry_path, Registry.parse, Registry)
+        return self._load(self.registry_path, Registry.parse, Registry, self._registry_from_homes)
+
+    def _registry_from_homes(self) -> tuple[Registry, str] | None:
+        """A registry of the account homes on disk (in name order), written; None when there
+        is none."""
+        names = sorted(
+            entry.name
+            for entry in self.data_dir.iterdir()
+            if is_safe_name(entry.name)
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and any((entry / f).is_file() for f in ("auth.json", "config.toml"))
+        )
+        if not names:
+            return None
+        registry = Registry()
+        for name in names:
+            registry.add(name)
+        # No good copy of a guess: a running gateway's copy must still win over it.
+        write_json_atomic(self.registry_path, registry.dump())
+        return registry, (
+            f"rebuilt it from the {len(names)} account homes on disk, in name order: "
+            f"{', '.join(names)} (default {names[0]}; `cao use NAME` picks another)"
+        )
 
     def update_registry(self, mutate: Callable[[Registry], T]) -> T:
         return self._update(
@@ -152,7 +213,9 @@ class Store:
         return self._load(self.state_path, PoolState.parse, PoolState)
 
     def update_state(self, mutate: Callable[[PoolState], T]) -> T:
-        return self._update(self.state_path, PoolState.parse, PoolState, PoolState.dump, mutate)
+        return self._update(
+            self.state_path, PoolState.parse, PoolState, PoolState.dump, mutate, keep_good=True
+        )
 
     # -- account homes -------------------------------------------------------------------------
 

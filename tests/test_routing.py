@@ -56,12 +56,22 @@ def test_cooldown_in_the_past_is_usable() -> None:
     assert choose_account([view("a", cooling=NOW - 1)], NOW).account is not None
 
 
-def test_threshold_moves_new_turns_but_not_continuations() -> None:
+def test_threshold_moves_new_conversations_and_live_ones_stay_until_refused() -> None:
     views = [view("a", used=96), view("b", used=10)]
     assert choose_account(views, NOW, switch_at=95).account.name == "b"  # type: ignore[union-attr]
-    moved = choose_account(views, NOW, current="a", switch_at=95)
+    kept = choose_account(views, NOW, current="a", switch_at=95)
+    assert kept.account is not None and kept.account.name == "a" and kept.moved_from is None
+    refused = [view("a", used=96, cooling=NOW + 60), view("b", used=10)]
+    moved = choose_account(refused, NOW, current="a", switch_at=95)
+    assert moved.account is not None and (moved.account.name, moved.reason) == ("b", "quota")
+
+
+def test_switch_live_moves_new_turns_but_not_continuations() -> None:
+    views = [view("a", used=96), view("b", used=10)]
+    moved = choose_account(views, NOW, current="a", switch_at=95, switch_live=True)
     assert moved.reason == "threshold"
-    kept = choose_account(views, NOW, current="a", continuation=True, switch_at=95)
+    kept = choose_account(views, NOW, current="a", continuation=True, switch_at=95,
+                          switch_live=True)  # fmt: skip
     assert kept.account is not None and kept.account.name == "a"
 
 

@@ -108,8 +108,9 @@ def test_no_pass_that_cannot_succeed_and_the_true_reason(data_dir: Path, tmp_pat
     r = cao_run(data_dir, tmp_path, FAKE_CODEX_QUOTA="a,b")
     assert r.returncode == 1
     assert homes(tmp_path) == ["a", "b"]  # no pass 2: both reset at 5:34 AM, hours away
-    assert "pass 2" not in r.stderr
+    assert "pass 2 of 2 in" not in r.stderr
     lines = r.stderr.splitlines()
+    assert "cao: pass 2 of 2 skipped: no account is back within --retry-delay 0s" in lines
     assert any(line.startswith("cao: a: cooling until") for line in lines)
     assert "cao: c: not logged in: run `cao add c`" in lines
     assert any("come back at" in line for line in lines)

@@ -219,5 +219,6 @@ def test_simulation_runs_and_names_a_default() -> None:
         timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "| strategy | blocked (h/week) |" in result.stdout
+    assert "| strategy | live conversations | blocked (h/week) |" in result.stdout
+    assert "| turns that lost their cache |" in result.stdout
     assert f"least blocked, then least expired: {DEFAULT_STRATEGY.value}" in result.stdout

@@ -32,7 +32,8 @@ from tests.procinfo import cpu_seconds, rss_mib
 
 RESULTS = REPO / "bench" / "results"
 MODEL = "/backend-api/codex/responses"
-SMALL = "/backend-api/codex/bench"  # a model path the fake answers with a small JSON 200
+SMALL = "/backend-api/codex/bench"
+STATUS = "/__cao/status"  # a model path the fake answers with a small JSON 200
 
 
 @dataclass
@@ -239,28 +240,22 @@ def make_usable_again(gw: GatewayProcess, name: str) -> None:
 
 def failover(upstream: FakeUpstream, gateways: dict[str, GatewayProcess], n: int) -> list[Row]:
     """A answers the usage-limit 429, B streams: until B's first event, through the gateway
-    (both retry modes) against A's 429 plus B's first event, directly."""
+    (both retry modes, usage polling on as by default, and redirect with polling off) against
+    A's 429 plus B's first event, directly."""
     upstream.defaults["acct-a"] = Answer("quota")
     upstream.defaults["acct-b"] = Answer(events=5)
     base = {"accept": "text/event-stream", "authorization": "Bearer bench"}
     direct_times: list[float] = []
-    through: dict[str, list[float]] = {mode: [] for mode in gateways}
+    through: dict[str, list[float]] = {mode: [] for mode in FAILOVER_MODES}
     clients = {
-        mode: httpx.Client(base_url=gw.base, follow_redirects=True) for mode, gw in gateways.items()
+        mode: httpx.Client(base_url=gateways[mode].base, follow_redirects=True)
+        for mode in FAILOVER_MODES
     }
     with httpx.Client(base_url=upstream.url) as direct:
         for i in range(n + 1):
-            started = time.perf_counter()
-            r = direct.post(MODEL, content=b"{}", headers={**base, "chatgpt-account-id": "acct-a"})
-            assert r.status_code == 429
-            limit = time.perf_counter() - started
-            ttfe, _, _, status = read_stream(
-                direct, MODEL, {**base, "chatgpt-account-id": "acct-b"}
-            )
-            assert status == 200
-            if i:
-                direct_times.append(limit + ttfe)
-            for mode, gw in gateways.items():
+            direct_times.append(direct_failover(direct, base))
+            for mode in FAILOVER_MODES:
+                gw = gateways[mode]
                 make_usable_again(gw, "a")
                 hits = len([r for r in upstream.model_requests() if r.account_id == "acct-a"])
                 ttfe, _, got, status = read_stream(
@@ -269,20 +264,71 @@ def failover(upstream: FakeUpstream, gateways: dict[str, GatewayProcess], n: int
                 assert status == 200 and got > 0, (mode, status)
                 after = len([r for r in upstream.model_requests() if r.account_id == "acct-a"])
                 assert after == hits + 1, "the gateway did not try account a first"
-                if i:
-                    through[mode].append(ttfe)
+                through[mode].append(ttfe)
     for client in clients.values():
         client.close()
     upstream.defaults.clear()
-    d = statistics.median(direct_times)
+    d = statistics.median(direct_times[1:])
+    g = {mode: statistics.median(values[1:]) for mode, values in through.items()}
     rows = []
-    for mode, values in through.items():
-        g = statistics.median(values)
+    for mode in FAILOVER_MODES:
         target = "adds <= 5 ms" if mode == "redirect" else ""
-        ok = ms(g) - ms(d) <= 5.0 if mode == "redirect" else None
-        rows.append(Row(f"failover A 429 -> B first event ({mode})", "ms", ms(d), ms(g), target,
-                        ok))  # fmt: skip
+        ok = ms(g[mode]) - ms(d) <= 5.0 if mode == "redirect" else None
+        rows.append(Row(f"failover A 429 -> B first event ({mode})", "ms", ms(d), ms(g[mode]),
+                        target, ok))  # fmt: skip
+    polling = ms(g["redirect"]) - ms(g["redirect, polling off"])
+    rows.append(Row("failover: usage polling on - off (redirect)", "ms", None, polling,
+                    "<= 1 ms", polling <= 1.0))  # fmt: skip
     return rows
+
+
+# The failover rows, measured side by side: gateways started with their defaults (usage polling
+# every 300 s), and one with polling off.
+FAILOVER_MODES = ("redirect", "redirect, polling off", "inline")
+
+
+def direct_failover(direct: httpx.Client, base: dict[str, str]) -> float:
+    """A's 429 and B's first event, straight from the upstream."""
+    started = time.perf_counter()
+    r = direct.post(MODEL, content=b"{}", headers={**base, "chatgpt-account-id": "acct-a"})
+    assert r.status_code == 429
+    limit = time.perf_counter() - started
+    ttfe, _, _, status = read_stream(direct, MODEL, {**base, "chatgpt-account-id": "acct-b"})
+    assert status == 200
+    return limit + ttfe
+
+
+def fresh_failover(upstream: FakeUpstream, root: Path, n: int) -> list[Row]:
+    """The first failover of a freshly started gateway (half a second after it listens, its
+    start-up done), whose switch wakes the usage poller (its first read of both accounts), with
+    polling on and off, gateways started alternately."""
+    upstream.defaults["acct-a"] = Answer("quota")
+    upstream.defaults["acct-b"] = Answer(events=5)
+    base = {"accept": "text/event-stream", "authorization": "Bearer bench"}
+    times: dict[str, list[float]] = {"300": [], "0": []}
+    direct_times = []
+    with httpx.Client(base_url=upstream.url) as direct:
+        for i in range(n):
+            direct_times.append(direct_failover(direct, base))
+            for interval, values in times.items():
+                data_dir = data_dir_with(root / f"fresh-{interval}-{i}", ["a", "b"])
+                with GatewayProcess(data_dir, upstream.url, "--usage-interval", interval) as gw:
+                    time.sleep(0.5)
+                    with httpx.Client(base_url=gw.base, follow_redirects=True) as client:
+                        client.get(STATUS)  # the client's connection is open, as Codex's is
+                        ttfe, _, got, status = read_stream(client, MODEL, base)
+                    assert status == 200 and got > 0, status
+                    values.append(ttfe)
+                    time.sleep(0.2)  # the poll it woke runs before the gateway stops
+    upstream.defaults.clear()
+    d = statistics.median(direct_times)
+    on, off = (statistics.median(times[k]) for k in ("300", "0"))
+    return [
+        Row("first failover of a fresh gateway, polling on", "ms", ms(d), ms(on)),
+        Row("first failover of a fresh gateway, polling off", "ms", ms(d), ms(off)),
+        Row("first failover: usage polling on - off", "ms", None, ms(on) - ms(off), "<= 1 ms",
+            ms(on) - ms(off) <= 1.0),
+    ]  # fmt: skip
 
 
 def history_of(size: int, foreign: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -510,12 +556,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cao-bench-") as tmp:
         root = Path(tmp)
         upstream = FakeUpstream().start()
+        polling = ("--usage-interval", "300")  # the default (tests start with polling off)
         gateways = {
-            "redirect": GatewayProcess(data_dir_with(root / "redirect", ["a", "b"]), upstream.url),
-            "inline": GatewayProcess(
-                data_dir_with(root / "inline", ["a", "b"]), upstream.url, "--retry-mode", "inline"
+            "redirect": GatewayProcess(
+                data_dir_with(root / "redirect", ["a", "b"]), upstream.url, *polling
             ),
-        }
+            "redirect, polling off": GatewayProcess(
+                data_dir_with(root / "polling-off", ["a", "b"]), upstream.url
+            ),
+            "inline": GatewayProcess(
+                data_dir_with(root / "inline", ["a", "b"]), upstream.url, "--retry-mode",
+                "inline", *polling,
+            ),
+        }  # fmt: skip
         bare, bare_url = bare_mitmdump(upstream.url, root / "bare-confdir")
         try:
             for gw in gateways.values():
@@ -546,6 +599,10 @@ def main() -> int:
                             conc["gateway"]["streams_per_second"],
                             "no errors, all events", errors == 0 and complete))  # fmt: skip
             rows += step("failover", lambda: failover(upstream, gateways, n_fail))
+            rows += step(
+                "first failover of fresh gateways",
+                lambda: fresh_failover(upstream, root, 2 if quick else 9),
+            )
             rows += step("moved history", lambda: moved_history(upstream, gw, n_fail))
             peak = rss_mib(pid, "VmHWM")
             raw["rss_after_mib"] = rss_mib(pid)

@@ -2,9 +2,13 @@
 
 A week of Codex work, minute by minute, over accounts with different plans and reset times,
 routed by the gateway's own `choose_account` (sticky conversations, --switch-at 95) with each
-strategy. Reported per strategy: hours the user was blocked (work to do, no account usable),
-weekly quota that reset unused (its share of all weekly quota that reset during the week), and
-the work served. Deterministic (seeded); no network; a few seconds.
+strategy, live conversations staying on their account until it refuses (the default) or leaving
+it at --switch-at (`--switch-live`). Reported per strategy: hours the user was blocked (work to
+do, no account usable), weekly quota that reset unused (its share of all weekly quota that reset
+during the week), the work served, account switches (the serving account changed from one turn
+to the next) and the turns that lost their prompt cache (a live conversation served by another
+account than its previous turn: its whole input is processed uncached). Deterministic (seeded);
+no network; a few seconds.
 """
 
 from __future__ import annotations
@@ -105,14 +109,16 @@ class Outcome:
     wasted: float = 0.0
     reset_capacity: float = 0.0
     switches: int = 0
+    cache_lost: int = 0
     per_account: dict[str, float] = field(default_factory=dict)
 
 
-def simulate(strategy: Strategy, seed: int) -> Outcome:
+def simulate(strategy: Strategy, seed: int, switch_live: bool = False) -> Outcome:
     rng = random.Random(seed)
     pool = accounts()
     outcome = Outcome()
     current: str | None = None
+    last_served: str | None = None
     conversation_left = 0
     for minute in range(WEEK):
         for account in pool:
@@ -124,13 +130,17 @@ def simulate(strategy: Strategy, seed: int) -> Outcome:
             current, conversation_left = None, rng.randint(20, 90)
         conversation_left -= 1
         views = [a.view(minute, i) for i, a in enumerate(pool)]
-        choice = choose_account(views, minute * 60, current, False, SWITCH_AT, strategy)
+        choice = choose_account(
+            views, minute * 60, current, False, SWITCH_AT, strategy, switch_live
+        )
         if choice.account is None:
             outcome.blocked_minutes += 1
             continue
         if current is not None and choice.account.name != current:
+            outcome.cache_lost += 1
+        if last_served is not None and choice.account.name != last_served:
             outcome.switches += 1
-        current = choice.account.name
+        current = last_served = choice.account.name
         chosen = next(a for a in pool if a.name == current)
         chosen.use(minute, units)
         outcome.served += units
@@ -143,21 +153,26 @@ def simulate(strategy: Strategy, seed: int) -> Outcome:
 
 def main() -> int:
     rows = []
-    for strategy in Strategy:
-        runs = [simulate(strategy, seed) for seed in SEEDS]
-        blocked = sum(r.blocked_minutes for r in runs) / len(runs) / 60
-        wasted = sum(r.wasted for r in runs) / sum(r.reset_capacity for r in runs) * 100
-        served = sum(r.served for r in runs) / len(runs)
-        switches = sum(r.switches for r in runs) / len(runs)
-        rows.append((strategy.value, blocked, wasted, served, switches))
+    for switch_live in (False, True):
+        for strategy in Strategy:
+            runs = [simulate(strategy, seed, switch_live) for seed in SEEDS]
+            blocked = sum(r.blocked_minutes for r in runs) / len(runs) / 60
+            wasted = sum(r.wasted for r in runs) / sum(r.reset_capacity for r in runs) * 100
+            served = sum(r.served for r in runs) / len(runs)
+            switches = sum(r.switches for r in runs) / len(runs)
+            lost = sum(r.cache_lost for r in runs) / len(runs)
+            live = "leave at --switch-at" if switch_live else "stay until refused"
+            rows.append((strategy.value, live, blocked, wasted, served, switches, lost))
     print(f"A week of Codex work over {len(accounts())} accounts (pro + 3 plus, weeks resetting "
           f"at different times), {len(SEEDS)} seeds, --switch-at {SWITCH_AT:g}:\n")  # fmt: skip
-    print("| strategy | blocked (h/week) | weekly quota expired unused | work served (units) "
-          "| account switches |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|")
-    for name, blocked, wasted, served, switches in rows:
-        print(f"| {name} | {blocked:.1f} | {wasted:.1f} % | {served:.0f} | {switches:.0f} |")
-    best = min(rows, key=lambda r: (round(r[1], 1), r[2]))
+    print("| strategy | live conversations | blocked (h/week) | weekly quota expired unused "
+          "| work served (units) | account switches | turns that lost their cache |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, live, blocked, wasted, served, switches, lost in rows:
+        print(f"| {name} | {live} | {blocked:.1f} | {wasted:.1f} % | {served:.0f} "
+              f"| {switches:.0f} | {lost:.0f} |")  # fmt: skip
+    defaults = [r for r in rows if r[1] == "stay until refused"]
+    best = min(defaults, key=lambda r: (round(r[2], 1), r[3]))
     print(f"\nleast blocked, then least expired: {best[0]}")
     return 0
 
