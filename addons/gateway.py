@@ -183,6 +183,7 @@ class Gateway:
     def choose(self, conversation: str | None, continuation: bool) -> Choice:
         record = self.conversations.peek(conversation) if conversation else None
         current = record.account if record is not None else None
+        mid_turn = continuation
         if conversation is None:
             current = self.last_account
         elif record is not None and record.compacted_by is not None:
@@ -197,6 +198,7 @@ class Gateway:
             ctx.options.cao_switch_at,
             Strategy(ctx.options.cao_strategy),
             ctx.options.cao_switch_live,
+            mid_turn=mid_turn,
         )
 
     def assign(self, conversation: str | None, choice: Choice) -> None:

@@ -29,6 +29,10 @@ Mutation = Callable[[PoolState], object]
 # A burst of changes (a usage limit, then the switch it causes) becomes one write, made after
 # the re-sent request is on its way.
 WRITE_DELAY = 0.05
+# A file changed this close to when it was read may change again with the same fingerprint
+# (same clock tick, same size, a reused inode): it is read again until its age is past this
+# ("racy git"). So `cao pause` and the like take effect at the next request, always.
+RACY_NS = 50_000_000
 
 
 def _fingerprint(path: str | Path) -> Fingerprint:
@@ -37,6 +41,10 @@ def _fingerprint(path: str | Path) -> Fingerprint:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _racy(files: tuple[Fingerprint, ...], read_ns: int) -> bool:
+    return any(f is not None and f[0] > read_ns - RACY_NS for f in files)
 
 
 class LivePool(AccountPool):
@@ -56,6 +64,7 @@ class LivePool(AccountPool):
         self._corrupt_seen: dict[Path, set[str]] = {}
         self._state = PoolState()
         self._files: tuple[Fingerprint, Fingerprint] | None = None
+        self._racy = False  # a file was read in the moment it changed: read it again
         self._auth: dict[str, tuple[Fingerprint, AccountAuth]] = {}
         self._views: list[AccountView] = []
         self._stale = False  # the in-memory state changed: rebuild the views
@@ -75,9 +84,10 @@ class LivePool(AccountPool):
         files = (_fingerprint(self._registry_file), _fingerprint(self._state_file))
         changed = self._stale
         self._stale = False
-        if files != self._files:
+        if files != self._files or self._racy:
             changed = True
             self._files = files
+            self._racy = _racy(files, time.time_ns())
             self._reload()
         for name in self._registry.accounts:
             print_ = _fingerprint(self._auth_file(name))
@@ -222,8 +232,11 @@ class LivePool(AccountPool):
         super().mark_needs_login(name, reason)
         log.warning("account %s needs login (%s): run `%s`", name, reason, cao_command("add", name))
 
-    def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
-        super().record_switch(from_account, to_account, reason)
+    def record_switch(
+        self, from_account: str | None, to_account: str, reason: str,
+        conversation: str | None = None,
+    ) -> None:  # fmt: skip
+        super().record_switch(from_account, to_account, reason, conversation)
         log.info("switch %s -> %s (%s)", from_account or "-", to_account, reason)
 
 

@@ -33,6 +33,12 @@ class Choice:
     reason: str | None = None  # why it moves
 
 
+def _paused_only(view: AccountView, now: float) -> bool:
+    """Paused, and usable but for that."""
+    state = view.state
+    return view.availability(now) is Availability.PAUSED and state.limited_until(now) is None
+
+
 def _leave_reason(view: AccountView, now: float, switch_at: float) -> str:
     availability = view.availability(now)
     if availability is Availability.COOLING:
@@ -50,19 +56,23 @@ def choose_account(
     switch_at: float = 100.0,
     strategy: Strategy = Strategy.ORDER,
     switch_live: bool = False,
+    mid_turn: bool = False,
 ) -> Choice:
     """Keep a conversation on `current` while it is usable: its prompt cache lives there, and
     a move costs its next turn the whole input uncached (with `switch_live`, the old way, only
     while under the switch threshold, unless mid-turn). Else the usable account under the
     threshold the strategy prefers; else, all being above it, the usable one with the most
-    headroom."""
+    headroom. An account the user paused finishes the turn it is in (`mid_turn`: the request
+    echoes the turn state); the conversation moves at its next turn."""
     usable = [v for v in views if v.usable(now)]
     by_name = {v.name: v for v in views}
     stay = by_name.get(current) if current else None
-    if (
-        stay is not None
-        and stay.usable(now)
-        and (not switch_live or continuation or stay.max_used_percent(now) < switch_at)
+    if stay is not None and (
+        (
+            stay.usable(now)
+            and (not switch_live or continuation or stay.max_used_percent(now) < switch_at)
+        )
+        or (mid_turn and _paused_only(stay, now))
     ):
         return Choice(stay)
     below = by_strategy([v for v in usable if v.max_used_percent(now) < switch_at], now, strategy)

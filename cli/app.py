@@ -19,8 +19,9 @@ COMMAND_MODULES = {
     "switch": "accounts", "list": "accounts", "remove": "accounts",
     "gateway": "gateway", "run": "run", "status": "status", "sessions": "sessions",
     "doctor": "status", "report": "status",
+    "pause": "steer", "unpause": "steer", "cooldown": "steer",
 }  # fmt: skip
-ALL_MODULES = ("accounts", "gateway", "run", "status", "sessions")
+ALL_MODULES = ("accounts", "gateway", "run", "status", "sessions", "steer")
 GLOBAL_OPTIONS_WITH_VALUE = ("--data-dir",)
 
 

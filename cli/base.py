@@ -194,6 +194,9 @@ def status_words(account: dict[str, Any], now: float) -> str:
     """An account's state for humans, from its `account_summary` (cao list, cao status, cao
     gateway status, whose document may come from another cao version: hence .get)."""
     status, until, fix = account.get("status"), account.get("cooling_until"), account.get("fix")
+    if status == "paused":
+        paused_until = account.get("paused_until")
+        return f"paused until {local_time(paused_until)}" if paused_until else "paused"
     if status == "cooling" and until:
         reason = str(account.get("cooling_reason"))
         # A cooldown cao set, or a usage window the upstream reports spent until its reset.

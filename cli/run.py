@@ -15,7 +15,7 @@ import typer
 from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key
 from cao.config.errors import CaoError, InvalidInput
-from cao.config.names import validate_name
+from cao.config.names import cao_command, validate_name
 from cao.config.pool import (
     DEFAULT_STRATEGY,
     AccountPool,
@@ -93,7 +93,8 @@ def candidates(
     strategy: Strategy = DEFAULT_STRATEGY,
 ) -> list[AccountView]:
     """Usable accounts in the strategy's order (`first` first, when given). One cooling down
-    or with a usage window at 100 % is not started: it would only hit the limit again."""
+    or with a usage window at 100 % is not started: it would only hit the limit again;
+    nor one paused (`cao unpause` brings it back)."""
     views = by_strategy(views, now, strategy)
     if first is not None:
         views = sorted(views, key=lambda v: v.name != first)
@@ -185,7 +186,17 @@ def run(
         exec_codex([argv[0], "-c", override, *argv[1:]], default.home)
     if no_fallback:
         chosen = next(v for v in views if v.name == (account or default.name))
+        if chosen.state.is_paused(time.time()):
+            if account is None:  # named or nothing: a paused default is not taken silently
+                raise CaoError(
+                    f"the default account {chosen.name} is paused: "
+                    f"`{cao_command('unpause', chosen.name)}` or name one with --account"
+                )
+            warn(f"account {chosen.name} is paused; running it because --account names it")
         exec_codex(argv, chosen.home)
+    named = pool_view(views, account) if account is not None else None
+    if named is not None and named.state.is_paused(time.time()):
+        warn(f"account {named.name} is paused: not used (`{cao_command('unpause', named.name)}`)")
     if gateway_url is not None:
         raise InvalidInput("--gateway-url goes with --gateway")
     runner = FallbackRun(
@@ -193,6 +204,10 @@ def run(
         strategy,
     )  # fmt: skip
     raise typer.Exit(runner.run(account, max_passes, retry_delay))
+
+
+def pool_view(views: list[AccountView], name: str) -> AccountView | None:
+    return next((v for v in views if v.name == name), None)
 
 
 def locate_session(views: list[AccountView], session_id: str) -> SessionFile:

@@ -23,6 +23,7 @@ class Availability(StrEnum):
     USABLE = "usable"
     COOLING = "cooling"
     NEEDS_LOGIN = "needs login"
+    PAUSED = "paused"  # by the user (`cao pause`): out of rotation, still logged in
     NOT_LOGGED_IN = "not logged in"
     UNREADABLE = "unreadable auth.json"
 
@@ -42,6 +43,8 @@ class AccountView:
             return Availability.UNREADABLE
         if self.state.needs_login:
             return Availability.NEEDS_LOGIN
+        if self.state.is_paused(now):
+            return Availability.PAUSED
         if self.state.limited_until(now) is not None:  # cooling, or a window at 100 %
             return Availability.COOLING
         return Availability.USABLE
@@ -64,6 +67,7 @@ def account_summary(view: AccountView, now: float) -> dict[str, Any]:
     """Everything known about an account, as JSON for `cao list --json` and the gateway's
     status endpoint. Never a token."""
     state = view.state
+    paused = state.is_paused(now)
     return {
         "name": view.name,
         "default": view.is_default,
@@ -77,6 +81,8 @@ def account_summary(view: AccountView, now: float) -> dict[str, Any]:
         "cooling_until": state.limited_until(now),
         "cooling_reason": state.limit_reason(now),
         "needs_login": state.needs_login,
+        "paused": paused,
+        "paused_until": state.paused_until if paused else None,  # null: until `cao unpause`
         "fix": view.fix_command(),
         "usage": {
             minutes: {"used_percent": w.used_percent, "resets_at": w.resets_at}
@@ -158,10 +164,24 @@ def same_account_advice(names: list[str]) -> str:
     )
 
 
+def back_at(view: AccountView, now: float) -> float | None:
+    """When an account that is limited (cooling down, a window at 100 %) or paused for a while
+    is usable again (None: it is not waiting for a time: usable, paused until `cao unpause`,
+    or needs a login)."""
+    state = view.state
+    limited = state.limited_until(now)
+    times = [] if limited is None else [limited]
+    if state.is_paused(now):
+        if state.paused_until is None:
+            return None
+        times.append(state.paused_until)
+    return max(times, default=None)
+
+
 def earliest_reset(views: list[AccountView], now: float) -> float | None:
     """When the first of these accounts that is limited (cooling down, or a window at 100 %)
-    can serve again."""
-    times = [v.state.limited_until(now) for v in views]
+    or paused for a while can serve again."""
+    times = [back_at(v, now) for v in views]
     return min((t for t in times if t is not None), default=None)
 
 
@@ -206,6 +226,46 @@ class AccountPool:
     def mark_needs_login(self, name: str, reason: str) -> None:
         self.update_state(lambda s: setattr(s.account(name), "needs_login", reason))
 
-    def record_switch(self, from_account: str | None, to_account: str, reason: str) -> None:
-        switch = Switch(time.time(), from_account, to_account, reason)
+    def record_switch(
+        self, from_account: str | None, to_account: str, reason: str,
+        conversation: str | None = None,
+    ) -> Switch:  # fmt: skip
+        switch = Switch(time.time(), from_account, to_account, reason, conversation)
         self.update_state(lambda s: s.record_switch(copy.copy(switch)))
+        return switch
+
+    # -- the user's steering (`cao pause`, `cao unpause`, `cao cooldown clear`) -----------------
+
+    def pause(self, name: str, until: float | None) -> None:
+        """Out of rotation until `until` (None: until unpaused); still logged in."""
+
+        def mark(state: PoolState) -> None:
+            account = state.account(name)
+            account.paused, account.paused_until = True, until
+
+        self.update_state(mark)
+
+    def unpause(self, name: str) -> bool:
+        """Back in rotation; False if it was not paused."""
+
+        def clear(state: PoolState) -> bool:
+            account = state.account(name)
+            was = account.is_paused(time.time())
+            account.paused, account.paused_until = False, None
+            return was
+
+        return bool(self.store.update_state(clear))
+
+    def clear_cooldown(self, name: str) -> bool:
+        """End a cooldown early (the backend reset the account before the time it gave), and
+        forget the readings that said it was used up (a window at 100 % is a limit too); False
+        if it was not limited."""
+
+        def clear(state: PoolState) -> bool:
+            account = state.account(name)
+            was = account.limited_until(time.time()) is not None
+            account.cooling_until = account.cooling_reason = None
+            account.usage = {k: w for k, w in account.usage.items() if w.used_percent < 100}
+            return was
+
+        return bool(self.store.update_state(clear))

@@ -83,9 +83,16 @@ class AccountState:
     credits_unlimited: bool | None = None
     credits_balance: float | None = None
     reset_credits: int | None = None
+    # Taken out of rotation by the user (`cao pause`): until `paused_until`, or, when that is
+    # None, until `cao unpause`.
+    paused: bool = False
+    paused_until: float | None = None
 
     def cooling(self, now: float) -> bool:
         return self.cooling_until is not None and self.cooling_until > now
+
+    def is_paused(self, now: float) -> bool:
+        return self.paused and (self.paused_until is None or self.paused_until > now)
 
     def current_usage(self, now: float) -> dict[str, UsageWindow]:
         return {k: w for k, w in self.usage.items() if w.current(now)}
@@ -146,6 +153,8 @@ class AccountState:
             credits_unlimited=_flag(raw.get("credits_unlimited")),
             credits_balance=_num(raw.get("credits_balance")),
             reset_credits=_count(raw.get("reset_credits")),
+            paused=_flag(raw.get("paused")) or False,
+            paused_until=_num(raw.get("paused_until")),
         )
 
 
@@ -155,6 +164,7 @@ class Switch:
     from_account: str | None
     to_account: str | None
     reason: str
+    conversation: str | None = None  # the conversation that moved (None: not known)
 
 
 @dataclass
@@ -189,6 +199,7 @@ class PoolState:
                         _text(s.get("from_account")),
                         _text(s.get("to_account")),
                         _text(s.get("reason")) or "unknown",
+                        _text(s.get("conversation")),
                     )
                 )
         return cls(
