@@ -22,9 +22,11 @@ from mitmproxy.exceptions import OptionsError
 from cao.config import defaults
 from cao.config.auth import AccountAuth
 from cao.config.pool import DEFAULT_STRATEGY, AccountView, Strategy, account_summary
+from cao.config.state import Switch
 from cao.config.store import Store
 from cao.config.tokens import RefreshFailed, refresh_tokens
 
+from .activity import Activity
 from .blobs import HistoryBook
 from .debug import DebugHeaders
 from .livepool import LivePool
@@ -68,10 +70,11 @@ class Gateway:
     def __init__(self) -> None:
         self._data_dir: str | None = None
         self.conversations = ConversationMap()
-        # Told (left, to) after each account switch (the usage poller reads both again).
-        self.switch_listeners: list[Callable[[str, str], None]] = []
+        # Told of each account switch (the usage poller reads both accounts again; --notify).
+        self.switch_listeners: list[Callable[[Switch], None]] = []
         self.history = HistoryBook(self.conversations)
         self.last_account: str | None = None
+        self.activity = Activity()
         self._client: httpx.AsyncClient | None = None
         self.started = time.time()
         self.debug = DebugHeaders()
@@ -207,10 +210,11 @@ class Gateway:
         name = choice.account.name
         if conversation:
             self.conversations.set(conversation, name)
+        self.activity.record(name, conversation, time.time())
         if choice.moved_from is not None and choice.reason is not None:
-            self.live.record_switch(choice.moved_from, name, choice.reason)
+            switch = self.live.record_switch(choice.moved_from, name, choice.reason, conversation)
             for listener in self.switch_listeners:
-                listener(choice.moved_from, name)
+                listener(switch)
         self.last_account = name
 
     async def fresh_auth(
@@ -303,6 +307,7 @@ class Gateway:
 
     def status_document(self) -> dict[str, Any]:
         now = time.time()
+        serving = self.activity.serving(now)
         return {
             "gateway": {
                 "version": version("codex-account-orchestrator"),
@@ -315,6 +320,14 @@ class Gateway:
                 "uptime_seconds": round(now - self.started),
                 "data_dir": self._data_dir,  # so cao tells "another data dir's" from down
             },
-            "accounts": [account_summary(v, now) for v in self.live.views()],
+            "accounts": [
+                {
+                    **account_summary(v, now),
+                    "conversations": serving.get(v.name, []),
+                    "requests_per_minute": self.activity.requests_per_minute(v.name, now),
+                }
+                for v in self.live.views()
+            ],
+            "switches": [s.summary() for s in reversed(self.live.switches())],  # newest first
             "history": self.history.status(),
         }

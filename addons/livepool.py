@@ -19,7 +19,7 @@ from cao.config.files import corrupt_copies
 from cao.config.names import cao_command
 from cao.config.pool import AccountPool, AccountView
 from cao.config.registry import Registry
-from cao.config.state import AccountState, PoolState
+from cao.config.state import AccountState, PoolState, Switch
 from cao.config.store import Store
 
 log = logging.getLogger("cao.gateway")
@@ -158,6 +158,11 @@ class LivePool(AccountPool):
         mine = self.store.quarantined.pop(path, None) is not None
         return mine or (seen is not None and bool(now - seen))
 
+    def switches(self) -> list[Switch]:
+        """The recorded account switches, oldest first (those not on disk yet included)."""
+        self.views()
+        return list(self._state.switches)
+
     def view(self, name: str) -> AccountView | None:
         return next((v for v in self.views() if v.name == name), None)
 
@@ -235,9 +240,10 @@ class LivePool(AccountPool):
     def record_switch(
         self, from_account: str | None, to_account: str, reason: str,
         conversation: str | None = None,
-    ) -> None:  # fmt: skip
-        super().record_switch(from_account, to_account, reason, conversation)
+    ) -> Switch:  # fmt: skip
+        switch = super().record_switch(from_account, to_account, reason, conversation)
         log.info("switch %s -> %s (%s)", from_account or "-", to_account, reason)
+        return switch
 
 
 def _restore_registry(known: Registry) -> Callable[[Registry], None]:

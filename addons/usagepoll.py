@@ -19,6 +19,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
 from cao.config.pool import AccountView
+from cao.config.state import Switch
 from cao.config.tokens import RefreshFailed
 from cao.config.usage import USAGE_PATH, apply_reading, parse_usage
 
@@ -90,7 +91,7 @@ class UsagePoller:
         if self._client is not None:
             self._client.close()
 
-    def after_switch(self, left: str, to: str) -> None:
+    def after_switch(self, switch: Switch) -> None:
         """A switch: read both accounts again (when the minute allows), a moment later, when
         the re-sent request is answered: never on its path."""
         if self._wake_later is None or self._wake_later.cancelled():

@@ -12,6 +12,12 @@ BAR_WIDTH = 20
 RECENT_SWITCHES = 5  # shown on the dashboard; --json and --full have all of them
 
 
+def short_conversation(conversation: str) -> str:
+    """A conversation id for humans: its end (Codex's thread ids are UUIDv7s, whose start is
+    the time they began and so is shared by conversations begun together)."""
+    return conversation if len(conversation) <= 12 else "…" + conversation[-8:]
+
+
 # -- a shareable report -------------------------------------------------------------------------
 
 
@@ -42,6 +48,7 @@ def report_document(document: dict[str, Any]) -> dict[str, Any]:
     switches = [{**s, "from": mask_name(s["from"]), "to": mask_name(s["to"])}
                 for s in document["switches"]]  # fmt: skip
     shim = {k: v for k, v in document["shim"].items() if k != "path"}
+    switches = [{k: v for k, v in s.items() if k != "conversation"} for s in document["switches"]]
     return {**{k: v for k, v in document.items() if k != "data_dir"}, "shim": shim,
             "accounts": accounts, "switches": switches}  # fmt: skip
 
@@ -193,8 +200,10 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
     if switches:
         lines += ["", "[bold]recent switches[/]"]
         for s in switches:
+            conversation = s.get("conversation")
+            moved = f"  [dim]{escape(short_conversation(conversation))}[/]" if conversation else ""
             lines.append(
                 f"  {local_time(s['at'])}  {escape(s['from'] or '-')} → {escape(s['to'] or '-')}"
-                f"  [dim]{escape(s['reason'])}[/]"
+                f"  [dim]{escape(s['reason'])}[/]{moved}"
             )
     return lines

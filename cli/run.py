@@ -289,7 +289,8 @@ class FallbackRun:
                 say("cao: every account is limited: codex not started")
             for view in tried:
                 if previous is not None:
-                    self.pool.record_switch(previous, view.name, "quota")
+                    session = self.session.id if self.session else None
+                    self.pool.record_switch(previous, view.name, "quota", session)
                     if self.ask:
                         wait_for_enter(view.name)
                     say(f"cao: running codex on account {view.name}")

@@ -87,8 +87,7 @@ def account_status(view: AccountView, now: float) -> dict[str, Any]:
 
 
 def switch_entry(switch: Switch) -> dict[str, Any]:
-    return {"at": switch.at, "from": switch.from_account, "to": switch.to_account,
-            "reason": switch.reason}  # fmt: skip
+    return switch.summary()
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,10 @@ def shim_info(bin_dir: Path) -> ShimInfo:
 
 
 def gateway_info(store: Store, url: str) -> dict[str, Any]:
-    answer = fetch_status(url, gateway_key(store, create=False))
+    return gateway_fields(url, fetch_status(url, gateway_key(store, create=False)))
+
+
+def gateway_fields(url: str, answer: dict[str, Any] | None) -> dict[str, Any]:
     gateway = answer.get("gateway", {}) if answer else {}
     return {
         "url": url,
@@ -129,21 +131,56 @@ def status_document(
 ) -> dict[str, Any]:  # fmt: skip
     shim = shim_info(bin_dir)
     url = meant_gateway(gateway_url, bin_dir)  # the one rule (the shim is one small file)
+    answer = fetch_status(url, gateway_key(store, create=False))
     usable = [v for v in views if v.usable(now)]
+    live = live_accounts(answer)
+    recorded = [switch_entry(s) for s in reversed(switches)]  # newest first
     return {
         "version": STATUS_VERSION,
         "generated_at": now,
         "data_dir": str(store.data_dir),
-        "gateway": gateway_info(store, url),
+        "gateway": gateway_fields(url, answer),
         "shim": asdict(shim),
         "summary": {
             "accounts": len(views),
             "usable": len(usable),
             "next_reset": earliest_reset(views, now),
         },
-        "accounts": [account_status(v, now) for v in views],
-        "switches": [switch_entry(s) for s in reversed(switches)],  # newest first
+        "accounts": [{**account_status(v, now), **live.get(v.name, NOT_LIVE)} for v in views],
+        # The running gateway's (in memory, so a switch a moment old is there), else the disk's.
+        "switches": live_switches(answer) or recorded,
     }
+
+
+NOT_LIVE = {"conversations": None, "requests_per_minute": None}  # no gateway answers
+
+
+def live_accounts(answer: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """What only the running gateway knows of each account: the conversations it serves and
+    its requests in the last minute."""
+    live = {}
+    for account in (answer or {}).get("accounts", []):
+        if isinstance(account, dict) and isinstance(account.get("name"), str):
+            conversations = account.get("conversations")
+            rate = account.get("requests_per_minute")
+            live[account["name"]] = {
+                "conversations": conversations if isinstance(conversations, list) else None,
+                "requests_per_minute": rate if isinstance(rate, int) else None,
+            }
+    return live
+
+
+def live_switches(answer: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    switches = (answer or {}).get("switches")
+    if not isinstance(switches, list):
+        return None  # an older gateway: the disk's list
+    return [
+        {"from": None, "to": None, "conversation": None, **s}
+        for s in switches
+        if isinstance(s, dict)
+        and isinstance(s.get("at"), int | float)
+        and isinstance(s.get("reason"), str)
+    ]
 
 
 # -- the command ----------------------------------------------------------------------------------

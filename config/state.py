@@ -166,6 +166,11 @@ class Switch:
     reason: str
     conversation: str | None = None  # the conversation that moved (None: not known)
 
+    def summary(self) -> dict[str, Any]:
+        """As `cao status --json` and the gateway's status endpoint show it."""
+        return {"at": self.at, "from": self.from_account, "to": self.to_account,
+                "reason": self.reason, "conversation": self.conversation}  # fmt: skip
+
 
 @dataclass
 class PoolState:
