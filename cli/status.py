@@ -174,8 +174,9 @@ def live_switches(answer: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     switches = (answer or {}).get("switches")
     if not isinstance(switches, list):
         return None  # an older gateway: the disk's list
+    keys = ("at", "from", "to", "reason", "conversation")
     return [
-        {"from": None, "to": None, "conversation": None, **s}
+        {key: s.get(key) for key in keys}
         for s in switches
         if isinstance(s, dict)
         and isinstance(s.get("at"), int | float)
@@ -237,14 +238,22 @@ def status(
             metavar="URL", help="With --refresh: the token endpoint origin, for refreshes."
         ),
     ] = defaults.AUTH_URL,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Live: the dashboard redrawn every second with the running gateway's "
+            "conversations, requests per minute and switches (q or Ctrl-C quits).",
+        ),
+    ] = False,
 ) -> None:
     """Every account's usage windows, health and reset times, and whether the gateway is up."""
-    if sum([as_json, compact, pretty or full, report is not None]) > 1:
-        raise InvalidInput("choose one of --json, --compact, --pretty/--full and --report")
-    if doctor and (compact or pretty or full or report is not None):
+    if sum([as_json, compact, pretty or full, report is not None, watch]) > 1:
+        raise InvalidInput("choose one of --json, --compact, --pretty/--full, --report and --watch")
+    if doctor and (compact or pretty or full or report is not None or watch):
         raise InvalidInput(
-            "--doctor goes alone or with --json (--report, --compact, --pretty and --full show "
-            "the status instead)"
+            "--doctor goes alone or with --json (--report, --compact, --pretty, --full and "
+            "--watch show the status instead)"
         )
     store = store_of(ctx)
     gateway_url = origin(url, "--url") if url else None
@@ -260,6 +269,17 @@ def status(
             pool, upstream, origin(auth_url, "--auth-url"), upstream_ca
         ).items():
             warn(f"{name}: no usage reading: {problem}")
+    if watch:
+        from .watch import run_watch
+
+        def current() -> dict[str, Any]:
+            switches = store.load_state().switches
+            return status_document(
+                store, pool.accounts(), switches, gateway_url, directory, time.time()
+            )
+
+        run_watch(current)
+        return
     now = time.time()
     views = pool.accounts()
     document = status_document(
