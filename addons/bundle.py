@@ -18,6 +18,7 @@ from .history import HistoryGuard
 from .http1server import ErrorText
 from .limits import ConnectionLimits
 from .logfile import LogFile
+from .notify import Notify
 from .peer import PeerCheck
 from .retry import QuotaRetry
 from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
@@ -157,6 +158,7 @@ def make_addons() -> list[object]:
         StreamWatcher(gateway),
         QuotaRetry(gateway),
         RequestLog(gateway),
+        Notify(gateway),  # after QuotaRetry: sees the answer Codex gets
         poller,
         gateway.debug,
     ]

@@ -84,6 +84,7 @@ def mitm_args(
     strategy: str = DEFAULT_STRATEGY.value,
     require_key: bool = False,
     switch_live: bool = False,
+    notify: bool = False,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -106,6 +107,7 @@ def mitm_args(
         "--set", f"cao_strategy={strategy}",
         "--set", f"cao_require_key={'true' if require_key else 'false'}",
         "--set", f"cao_switch_live={'true' if switch_live else 'false'}",
+        "--set", f"cao_notify={'true' if notify else 'false'}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -205,6 +207,14 @@ def start(
     upstream_ca: Annotated[
         Path | None, typer.Option(help="Extra CA bundle to trust for the upstream's TLS.")
     ] = None,
+    notify: Annotated[
+        bool,
+        typer.Option(
+            "--notify",
+            help="Desktop notification (notify-send, osascript) when the pool switches "
+            "account because of a limit and when every account is limited; one a minute.",
+        ),
+    ] = False,
     daemon: Annotated[
         bool,
         typer.Option(
@@ -274,7 +284,7 @@ def start(
         passthrough_auth=passthrough_auth, retry_mode=retry_mode.value,
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
         web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
-        require_key=require_key, switch_live=switch_live,
+        require_key=require_key, switch_live=switch_live, notify=notify,
     )  # fmt: skip
     if log_file is not None:
         args += ["--set", f"cao_log_file={log_file.absolute()}"]
