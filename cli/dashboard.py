@@ -39,16 +39,17 @@ def report_document(document: dict[str, Any]) -> dict[str, Any]:
     ids or paths."""
     accounts = []
     for a in document["accounts"]:
-        kept = {k: v for k, v in a.items() if k not in ("account_id", "home", "problem")}
+        private = ("account_id", "home", "problem", "conversations")
+        kept = {k: v for k, v in a.items() if k not in private}
         name, fix = a["name"], a["fix"]
         if fix and mask_name(name) != name:
             fix = fix.replace(name, str(mask_name(name)))
         accounts.append({**kept, "name": mask_name(name), "fix": fix,
                          "email": mask_email(a["email"])})  # fmt: skip
-    switches = [{**s, "from": mask_name(s["from"]), "to": mask_name(s["to"])}
+    switches = [{**{k: v for k, v in s.items() if k != "conversation"},
+                 "from": mask_name(s["from"]), "to": mask_name(s["to"])}
                 for s in document["switches"]]  # fmt: skip
     shim = {k: v for k, v in document["shim"].items() if k != "path"}
-    switches = [{k: v for k, v in s.items() if k != "conversation"} for s in document["switches"]]
     return {**{k: v for k, v in document.items() if k != "data_dir"}, "shim": shim,
             "accounts": accounts, "switches": switches}  # fmt: skip
 
