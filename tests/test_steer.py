@@ -169,3 +169,27 @@ def test_a_running_gateway_sees_a_change_even_with_the_same_fingerprint(data_dir
     assert path.stat().st_size == before.st_size
     view = pool.view("a")
     assert view is not None and view.availability(time.time()) is Availability.PAUSED
+
+
+def test_cao_run_skips_a_paused_account(data_dir: Path, tmp_path: Path) -> None:
+    from tests.helpers import FAKE_CODEX, cao_env
+
+    for name in ("a", "b"):
+        write_account(data_dir, name)
+    run_cao(data_dir, "pause", "a")
+    log = tmp_path / "codex.log"
+    env = cao_env(data_dir, FAKE_CODEX_LOG=str(log))
+
+    def cao_run(*args: str) -> tuple[int, str, list[str]]:
+        log.unlink(missing_ok=True)
+        r = run_cao(data_dir, "run", "--codex", str(FAKE_CODEX), *args, "--", "exec", "x", env=env)
+        lines = log.read_text().splitlines() if log.exists() else []
+        return r.returncode, r.stderr, [Path(json.loads(x)["codex_home"]).name for x in lines]
+
+    assert cao_run()[0::2] == (0, ["b"])
+    code, err, homes = cao_run("--account", "a")
+    assert (code, homes) == (0, ["b"]) and "account a is paused: not used" in err
+    code, err, homes = cao_run("--no-fallback")  # the default (a) is paused: not taken silently
+    assert code == 1 and homes == [] and "`cao unpause a`" in err
+    code, err, homes = cao_run("--no-fallback", "--account", "a")  # named: run, with a warning
+    assert (code, homes) == (0, ["a"]) and "running it because --account names it" in err
