@@ -165,6 +165,8 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
         colour = "green" if a["status"] == Availability.USABLE else "red"
         if a["status"] == Availability.COOLING:
             colour = "yellow"
+        elif a["status"] == Availability.PAUSED:
+            colour = "cyan"
         head = [
             f"[bold]{'*' if a['default'] else ' '} {escape(a['name'])}[/]",
             escape(a["email"] or "-"),

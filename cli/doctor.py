@@ -115,6 +115,14 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
             f"({local_time(back)})",
             "cao add NAME (another account), or wait",
         ))  # fmt: skip
+    elif all(v.state.is_paused(now) or v.state.cooling(now) for v in working):
+        paused = [v.name for v in working if v.state.is_paused(now)]
+        checks.append(Check(
+            Level.WARNING,
+            f"no account is in rotation: paused: {', '.join(paused)}"
+            + ("; the others are cooling down" if len(paused) < len(working) else ""),
+            cao_command("unpause", paused[0]),
+        ))  # fmt: skip
     if not checks:
         checks.append(Check(Level.OK, f"{len(views)} account(s) logged in"))
     return checks

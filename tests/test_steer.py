@@ -193,3 +193,12 @@ def test_cao_run_skips_a_paused_account(data_dir: Path, tmp_path: Path) -> None:
     assert code == 1 and homes == [] and "`cao unpause a`" in err
     code, err, homes = cao_run("--no-fallback", "--account", "a")  # named: run, with a warning
     assert (code, homes) == (0, ["a"]) and "running it because --account names it" in err
+
+
+def test_doctor_says_when_no_account_is_in_rotation(data_dir: Path) -> None:
+    write_account(data_dir, "a")
+    run_cao(data_dir, "pause", "a")
+    r = run_cao(data_dir, "status", "--doctor", "--json")
+    checks = json.loads(r.stdout)["checks"]
+    assert {"level": "warning", "message": "no account is in rotation: paused: a",
+            "fix": "cao unpause a"} in checks  # fmt: skip
