@@ -44,7 +44,8 @@ def _fingerprint(path: str | Path) -> Fingerprint:
 
 
 def _racy(files: tuple[Fingerprint, ...], read_ns: int) -> bool:
-    return any(f is not None and f[0] > read_ns - RACY_NS for f in files)
+    # (A file dated far in the future is not racy: it would be re-read on every request.)
+    return any(f is not None and abs(f[0] - read_ns) < RACY_NS for f in files)
 
 
 class LivePool(AccountPool):
