@@ -245,13 +245,14 @@ exec sleep 600
         assert any(line.startswith(f"  {LONG[:20]}") and line.endswith("…") for line in screen)
 
         term.tmux("send-keys", "q")
-        assert wait_for_file(out / "rc1") == "0"
-        assert (out / "after1").read_text() == (out / "before").read_text()
+        # (after1 is written last: once it is whole, so is rc1)
+        assert wait_for_file(out / "after1") == (out / "before").read_text().strip()
+        assert (out / "rc1").read_text() == "0\n"
         time.sleep(0.2)  # the next run starts
         term.wait_for("gateway up at")
         term.tmux("send-keys", "C-c")
-        assert wait_for_file(out / "rc2") == "0"
-        assert (out / "after2").read_text() == (out / "before").read_text()
+        assert wait_for_file(out / "after2") == (out / "before").read_text().strip()
+        assert (out / "rc2").read_text() == "0\n"
         assert term.flag("alternate_on") == "0" and term.flag("cursor_flag") == "1"
     finally:
         term.stop()
