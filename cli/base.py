@@ -211,14 +211,20 @@ def status_words(account: dict[str, Any], now: float) -> str:
     return str(status)
 
 
+def _short_time(when: float, now: float) -> str:
+    return time.strftime("%H:%M" if when - now < 86400 else "%b %d %H:%M", time.localtime(when))
+
+
 def short_status(account: dict[str, Any], now: float) -> str:
     """`status_words` for a column: the time alone (the reason is in the usage or
     `cao status`), and the fix command."""
     status, until, fix = account.get("status"), account.get("cooling_until"), account.get("fix")
+    if status == "paused":
+        paused_until = account.get("paused_until")
+        return f"paused until {_short_time(paused_until, now)}" if paused_until else "paused"
     if status == "cooling" and until:
         words = "limited" if str(account.get("cooling_reason")).endswith(" used up") else "cooling"
-        when = "%H:%M" if until - now < 86400 else "%b %d %H:%M"
-        return f"{words} until {time.strftime(when, time.localtime(until))}"
+        return f"{words} until {_short_time(until, now)}"
     if fix:
         problem = f" ({account['problem']})" if account.get("problem") else ""
         return f"{status}{problem}: run `{fix}`"

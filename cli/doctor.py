@@ -107,6 +107,14 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
         checks.append(
             Check(Level.ERROR, "no account can be used: none is logged in", "cao add NAME")
         )
+    elif paused := [v.name for v in working if v.state.is_paused(now)]:
+        if not any(v.usable(now) for v in working):
+            checks.append(Check(
+                Level.WARNING,
+                f"no account is in rotation: paused: {', '.join(paused)}"
+                + ("; the others are limited" if len(paused) < len(working) else ""),
+                cao_command("unpause", paused[0]),
+            ))  # fmt: skip
     elif not any(v.usable(now) for v in working):
         back = earliest_reset(working, now) or now
         checks.append(Check(
@@ -114,14 +122,6 @@ def check_accounts(views: list[AccountView], now: float) -> list[Check]:
             f"every account is cooling down; the first is back {human_until(back, now)} "
             f"({local_time(back)})",
             "cao add NAME (another account), or wait",
-        ))  # fmt: skip
-    elif all(v.state.is_paused(now) or v.state.cooling(now) for v in working):
-        paused = [v.name for v in working if v.state.is_paused(now)]
-        checks.append(Check(
-            Level.WARNING,
-            f"no account is in rotation: paused: {', '.join(paused)}"
-            + ("; the others are cooling down" if len(paused) < len(working) else ""),
-            cao_command("unpause", paused[0]),
         ))  # fmt: skip
     if not checks:
         checks.append(Check(Level.OK, f"{len(views)} account(s) logged in"))

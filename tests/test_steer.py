@@ -95,10 +95,9 @@ def test_a_conversation_on_a_paused_account_finishes_its_turn_then_moves() -> No
 
 
 def test_cao_run_never_picks_a_paused_account() -> None:
-    views = [view("a", paused=True), view("b", cooling_until=T + 60)]
-    # Nobody usable: the recheck pass still leaves the paused account alone.
+    views = [view("a", paused=True), view("b"), view("c", cooling_until=T + 60)]
     assert [v.name for v in candidates(views, None, T)] == ["b"]
-    assert [v.name for v in candidates(views, "a", T)] == ["b"]
+    assert [v.name for v in candidates(views, "a", T)] == ["b"]  # named first: still paused
 
 
 def test_state_file_stays_compatible() -> None:
