@@ -14,7 +14,14 @@ import typer
 from cao.config.auth import API_KEY_LOGIN, AUTH_FILE, AccountAuth, LoginState, read_auth
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
-from cao.config.names import cao_command, is_safe_name, validate_new_name
+from cao.config.homes import config_problem
+from cao.config.names import (
+    cao_command,
+    case_collisions,
+    is_safe_name,
+    refuse_case_twin,
+    validate_new_name,
+)
 from cao.config.pool import AccountPool, account_summary, same_account, same_account_advice
 from cao.config.store import Store
 
@@ -33,13 +40,26 @@ from .base import (
     window_label,
 )
 from .codex import find_codex, run_login, stop_app_server
+from .daemons import clients
+from .homes import sync_account_home
+from .logins import (
+    INTERRUPTED,
+    KEYRING_STORES,
+    credentials_store,
+    keyring_advice,
+    login_failure,
+    read_keyring_login,
+)
 
 
 def new_account_name(store: Store, name: str) -> str:
     """A name for `add`/`import`: an existing account's (a relogin), or a valid new one."""
-    if is_safe_name(name) and name in store.load_registry().accounts:
+    accounts = store.load_registry().accounts
+    if is_safe_name(name) and name in accounts:
         return name
-    return validate_new_name(name)
+    validate_new_name(name)
+    refuse_case_twin(name, accounts)
+    return name
 
 
 @app.command()
@@ -64,6 +84,7 @@ def add(
     name = new_account_name(store, name)
     codex_bin = None if no_login else find_codex(codex)
     home = store.prepare_home(name)
+    sync_account_home(store, name)
     created = store.update_registry(lambda r: r.add(name))
     registry = store.load_registry()
     say(
@@ -73,14 +94,18 @@ def add(
     if codex_bin is None:
         say(f"log in later with: {cao_command('add', name)}")
         return
-    code = run_login(codex_bin, home, device_auth)
+    code, output = run_login(codex_bin, home, device_auth)
     auth_path = home / AUTH_FILE
     if auth_path.exists():
         auth_path.chmod(0o600)
     if code != 0:
-        raise CaoError(
-            f"codex login exited with code {code}; run `{cao_command('add', name)}` to try again"
-        )
+        first, *more = login_failure(name, device_auth, code, output)
+        for line in more:
+            warn(line)
+        if code in (INTERRUPTED, 128 + 2):
+            say(f"cao: {first}")
+            raise typer.Exit(INTERRUPTED)
+        raise CaoError(first)
     auth = read_auth(home)
     if not auth.logged_in:
         raise CaoError(f"login finished but {auth_path} holds no tokens ({auth.state})")
@@ -95,6 +120,24 @@ def warn_same_account(store: Store, name: str) -> None:
     for names in same_account(AccountPool(store).accounts()):
         if name in names:
             warn(same_account_advice([n for n in names if n != name] + [name]))
+
+
+def login_to_import(source: Path, name: str) -> tuple[bytes, Path]:
+    """The auth.json document `cao import --from SOURCE` copies, and where it came from: the
+    file, or the home whose Codex keeps its login in the OS keyring."""
+    path = source / AUTH_FILE if source.is_dir() else source
+    try:
+        return path.read_bytes(), path
+    except FileNotFoundError:
+        if not (source.is_dir() and credentials_store(source) in KEYRING_STORES):
+            raise InvalidInput(f"cannot read {path}: No such file or directory") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
+    data, how = read_keyring_login(source)
+    if data is None:
+        raise CaoError(keyring_advice(source, name, how))
+    say(f"read the login of {source} from {how}")
+    return data, source
 
 
 @app.command("import")
@@ -116,12 +159,7 @@ def import_(
     """Copy an existing Codex login into an account, so no browser login is needed."""
     store = store_of(ctx)
     name = new_account_name(store, name)
-    source = source.expanduser()
-    path = source / AUTH_FILE if source.is_dir() else source
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
+    data, path = login_to_import(source.expanduser(), name)
     try:
         auth = AccountAuth.parse(json.loads(data))
     except ValueError:
@@ -134,13 +172,15 @@ def import_(
     if read_auth(home).logged_in and not force:
         raise CaoError(f"account {name} is already logged in; add --force to replace its login")
     write_atomic(home / AUTH_FILE, data)
+    sync_account_home(store, name)
     store.update_registry(lambda r: r.add(name))
     store.update_state(lambda s: s.account(name).__setattr__("needs_login", None))
     say(f"imported {path} into {name}" + (f" ({auth.email})" if auth.email else ""))
     warn_same_account(store, name)
     # Refresh tokens are single-use: two homes holding one login will brick one of them.
+    origin = path if path.is_dir() else path.parent
     warn(
-        f"{path.parent} and {name} now share one login; when either refreshes it, the other "
+        f"{origin} and {name} now share one login; when either refreshes it, the other "
         f"must log in again. Prefer `codex logout` there, or `{cao_command('add', name)}` for "
         "a login of its own."
     )
@@ -213,14 +253,19 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List accounts in fallback order: login, email, plan, token expiry, usage."""
     views = AccountPool(store_of(ctx)).accounts()
     now = time.time()
+    broken = {v.name: problem for v in views if (problem := config_problem(v.home))}
     if as_json:
-        print_json([{**account_summary(v, now), "home": str(v.home)} for v in views])
+        print_json([
+            {**account_summary(v, now), "home": str(v.home), "config_problem": broken.get(v.name)}
+            for v in views
+        ])  # fmt: skip
         return
     if not views:
         say("no accounts yet: add one with `cao add NAME`")
         return
     rows = []
     for v in views:
+        status = short_status(account_summary(v, now), now)
         usage = " ".join(
             f"{window_label(m)} {w.used_percent:.0f}%"
             for m, w in sorted(v.state.current_usage(now).items(), key=lambda kv: int(kv[0]))
@@ -229,7 +274,7 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         rows.append([
             "*" if v.is_default else "",
             v.name,
-            short_status(account_summary(v, now), now),
+            "broken config.toml" if v.name in broken else status,
             usage or "-",
             expiry if v.auth.state is LoginState.LOGGED_IN else "-",
             v.auth.email or "-",
@@ -245,6 +290,13 @@ def list_(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         who = [f"\n     {r[5]}  {r[6]}  token expires {r[4]}" if r[5] != "-" else "" for r in rows]
         table = "\n".join([lines[0], *map("".join, zip(lines[1:], who, strict=True))]) + "\n"
     sys.stdout.write(table)
+    for name, problem in broken.items():
+        warn(f"account {name}: {problem}; `cao run` skips it until it is fixed")
+    for names in case_collisions(v.name for v in views):
+        warn(
+            f"accounts {', '.join(names)} differ only in case: on a case-insensitive disk "
+            "(macOS) they are one CODEX_HOME; remove all but one"
+        )
 
 
 @app.command()
@@ -259,6 +311,10 @@ def remove(
     store = store_of(ctx)
     name = account_name(name)
     store.require_account(name)
+    running = clients(store.home(name))
+    if running:
+        pids = ", ".join(str(p.pid) for p in running)
+        raise CaoError(f"Codex is running on account {name} (pid {pids}): quit it, then remove")
 
     def drop(registry: Any) -> str | None:
         """The new default, if removing `name` changed it."""
@@ -270,8 +326,8 @@ def remove(
 
     new_default = store.update_registry(drop)
     store.update_state(lambda s: s.accounts.pop(name, None))
+    stop_app_server(store.home(name))  # Codex's daemon would run on from a home no one uses
     if not keep_files:
-        stop_app_server(store.home(name))
         store.delete_home(name)
     say(f"removed {name}" + (" (files kept)" if keep_files else ""))
     if new_default:

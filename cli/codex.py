@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,31 +44,23 @@ def codex_env(home: Path, base: Mapping[str, str] = os.environ) -> dict[str, str
 
 
 def stop_app_server(home: Path) -> None:
-    """The Codex TUI leaves an app-server daemon running from its CODEX_HOME (Codex 0.169):
-    stop it before that home is deleted. Best effort: no codex, no daemon, nothing to do."""
-    if not (home / "app-server-control").exists():
-        return
-    import subprocess
+    """Stop every Codex process that runs from `home` (its app-server daemon, and a Codex
+    still open there), verified by process: before the home is removed. Says what it could not
+    stop."""
+    from .base import warn
+    from .daemons import codex_processes, not_stopped, stop_processes
 
-    try:
-        codex = find_codex()
-    except CaoError:
-        codex = home / "packages" / "app-server-daemon" / "current" / "bin" / "codex"
-        if not codex.exists():
-            return
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(
-            [str(codex), "app-server", "daemon", "stop"], env=codex_env(home),
-            capture_output=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
-        )  # fmt: skip
+    left = stop_processes(codex_processes(home))
+    if left:
+        warn(not_stopped(home, left))
 
 
-def run_login(codex: Path, home: Path, device_auth: bool) -> int:
-    """`codex login` in the account's home, on the user's terminal."""
-    import subprocess  # not at the top: most commands never start a process
+def run_login(codex: Path, home: Path, device_auth: bool) -> tuple[int, str]:
+    """`codex login` in the account's home, on the user's terminal (relayed, so cao can read
+    what Codex said): (exit code, the end of its output)."""
+    from . import relay
 
     args = [str(codex), "login"] + (["--device-auth"] if device_auth else [])
-    try:
-        return subprocess.call(args, env=codex_env(home))
-    except OSError as e:
-        raise CaoError(f"cannot run {codex}: {e.strerror}") from None
+    if not os.access(codex, os.X_OK):
+        raise CaoError(f"cannot run {codex}: not an executable file")
+    return relay.run(args, codex_env(home))

@@ -15,6 +15,7 @@ import typer
 from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key
 from cao.config.errors import CaoError, InvalidInput
+from cao.config.homes import config_problem
 from cao.config.names import cao_command, validate_name
 from cao.config.pool import (
     DEFAULT_STRATEGY,
@@ -34,14 +35,14 @@ from cao.config.quota import (
     sane_reset,
 )
 from cao.config.sessions import (
-    SESSION_ID,
+    SESSION_PREFIX,
     LimitWatch,
     SessionError,
     SessionFile,
     copy_session,
-    find_session,
     lost_compaction,
     newest_session,
+    sessions_by_prefix,
 )
 from cao.config.settings import SETTINGS_FILE, read_settings
 from cao.config.store import Store
@@ -49,7 +50,9 @@ from cao.config.store import Store
 from . import relay
 from .base import app, local_time, say, status_words, store_of, warn
 from .codex import codex_env, find_codex
+from .daemons import stop_daemons
 from .gateway import fetch_status, meant_gateway
+from .homes import sync_account_homes
 from .resume import continuation_argv, split_command, user_prompt
 
 
@@ -76,14 +79,40 @@ def codex_argv(codex: Path, args: list[str]) -> list[str]:
     return [str(codex), *args]
 
 
-def exec_codex(argv: list[str], home: Path) -> None:
-    """Hand the terminal to Codex: no capture at all."""
+def run_direct(argv: list[str], home: Path) -> int:
+    """Codex with the terminal to itself (no capture, no relay); cao waits to stop what Codex
+    leaves running from the home. Ctrl-C and Ctrl-\\ are Codex's, as under a shell."""
+    import signal
+    import subprocess
+
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(argv[0], argv, codex_env(home))  # noqa: S606
+        proc = subprocess.Popen(argv, env=codex_env(home))
     except OSError as e:
         raise CaoError(f"cannot run {argv[0]}: {e.strerror}") from None
+    ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    forwarded = {
+        s: signal.signal(s, lambda signum, frame: proc.send_signal(signum))
+        for s in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        code = relay.exit_code(os.waitpid(proc.pid, 0)[1])
+    finally:
+        for s, h in {**ignored, **forwarded}.items():
+            signal.signal(s, h)
+    end_codex(home)
+    return code
+
+
+def end_codex(home: Path) -> None:
+    """After Codex exited in `home`: stop the app-server daemon it left there (unless another
+    Codex still runs from that home)."""
+    _, left = stop_daemons(home)
+    if left:
+        warn(
+            f"Codex processes from {home} did not stop (pid {', '.join(str(p.pid) for p in left)})"
+        )
 
 
 def candidates(
@@ -169,11 +198,12 @@ def run(
     views = pool.accounts()
     if not views:
         raise CaoError("no accounts yet: add one with `cao add NAME`")
+    sync_account_homes(store, [v.name for v in views])
     default = next((v for v in views if v.is_default), views[0])
     argv = codex_argv(find_codex(codex), list(ctx.args))
     session: SessionFile | None = None
     if resume is not None:
-        session = locate_session(views, resume)
+        session = locate_session(store, resume)
         if gateway or no_fallback or restart:
             raise InvalidInput("--resume goes without --gateway, --no-fallback and --restart")
 
@@ -183,7 +213,7 @@ def run(
             warn(f"no gateway answers at {url}: start it with `cao gateway start`")
         # The plain URL: no secret in Codex's argv (the gateway checks the OS user).
         override = f'openai_base_url="{codex_base_url(url)}"'
-        exec_codex([argv[0], "-c", override, *argv[1:]], default.home)
+        raise typer.Exit(run_direct([argv[0], "-c", override, *argv[1:]], default.home))
     if no_fallback:
         chosen = next(v for v in views if v.name == (account or default.name))
         if chosen.state.is_paused(time.time()):
@@ -193,7 +223,9 @@ def run(
                     f"`{cao_command('unpause', chosen.name)}` or name one with --account"
                 )
             warn(f"account {chosen.name} is paused; running it because --account names it")
-        exec_codex(argv, chosen.home)
+        if (problem := config_problem(chosen.home)) is not None:
+            raise CaoError(f"account {chosen.name}: {problem}")
+        raise typer.Exit(run_direct(argv, chosen.home))
     named = pool_view(views, account) if account is not None else None
     if named is not None and named.state.is_paused(time.time()):
         warn(f"account {named.name} is paused: not used (`{cao_command('unpause', named.name)}`)")
@@ -210,14 +242,24 @@ def pool_view(views: list[AccountView], name: str) -> AccountView | None:
     return next((v for v in views if v.name == name), None)
 
 
-def locate_session(views: list[AccountView], session_id: str) -> SessionFile:
-    """The newest copy of a session across the account homes."""
-    if not SESSION_ID.match(session_id):
-        raise InvalidInput(f"{session_id!r} is not a session id (see `cao sessions`)")
-    found = [s for v in views if (s := find_session(v.home, session_id)) is not None]
+def locate_session(store: Store, prefix: str) -> SessionFile:
+    """The newest copy of the session whose id starts with `prefix`, in the account homes and
+    the user's own CODEX_HOME."""
+    from .sessions import session_homes
+
+    if not SESSION_PREFIX.match(prefix):
+        raise InvalidInput(f"{prefix!r} is not a session id (see `cao sessions`)")
+    found = sessions_by_prefix([home for _, home in session_homes(store)], prefix)
     if not found:
-        raise CaoError(f"no session {session_id} in any account home (see `cao sessions`)")
-    return max(found, key=lambda s: s.modified)
+        raise CaoError(
+            f"no session {prefix} in any account home or in your own (see `cao sessions`)"
+        )
+    if len(found) > 1:
+        ids = sorted(found, key=lambda i: found[i][0].modified, reverse=True)
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        raise InvalidInput(f"{prefix} names {len(ids)} sessions: {shown}; give more of the id")
+    (copies,) = found.values()
+    return copies[0]
 
 
 class FallbackRun:
@@ -288,6 +330,9 @@ class FallbackRun:
             if not tried and number == 1:
                 say("cao: every account is limited: codex not started")
             for view in tried:
+                if (problem := config_problem(view.home)) is not None:
+                    say(f"cao: skipping account {view.name}: {problem}")
+                    continue
                 if previous is not None:
                     session = self.session.id if self.session else None
                     self.pool.record_switch(previous, view.name, "quota", session)
@@ -301,6 +346,7 @@ class FallbackRun:
                 code, tail = relay.run(
                     [self.codex, *args], codex_env(view.home), watch.poll if watch else None
                 )
+                end_codex(view.home)
                 signal = self.limit_of(code, tail, watch)
                 if signal is None:
                     return code  # success, an ordinary error, or Ctrl-C: Codex's own exit code
@@ -334,7 +380,8 @@ class FallbackRun:
         if skipped is not None:
             say(f"cao: {skipped}")
         for view in self.pool.accounts():
-            say(f"cao: {view.name}: {status_words(account_summary(view, now), now)}")
+            words = config_problem(view.home) or status_words(account_summary(view, now), now)
+            say(f"cao: {view.name}: {words}")
         comeback = self.next_chance(now)
         if comeback is not None:
             say(f"cao: no account can run Codex now; come back at {local_time(comeback)}")
@@ -343,7 +390,7 @@ class FallbackRun:
     def next_chance(self, now: float) -> float | None:
         """When the first account could serve again: now if one is usable, the earliest end
         of a cooldown otherwise; None if no account can without a login."""
-        views = self.pool.accounts()
+        views = [v for v in self.pool.accounts() if config_problem(v.home) is None]
         if any(v.usable(now) for v in views):
             return now
         return earliest_reset(views, now)

@@ -8,6 +8,7 @@ letters, never a leading `-` that a command line would read as an option).
 
 import re
 import shlex
+from collections.abc import Iterable
 
 from .errors import InvalidInput
 
@@ -55,6 +56,33 @@ def validate_new_name(name: str) -> str:
     if not is_valid_name(name):
         raise InvalidInput(f"invalid account name {name!r}: use {NEW_NAME_RULE}")
     return name
+
+
+def case_twin(name: str, existing: Iterable[str]) -> str | None:
+    """An existing name that equals `name` but for case (`Work` for `work`), else None."""
+    folded = name.casefold()
+    return next((n for n in existing if n != name and n.casefold() == folded), None)
+
+
+def refuse_case_twin(name: str, existing: Iterable[str]) -> None:
+    """A new name may not differ from an existing one only in case: on a case-insensitive
+    disk (macOS, Windows) both would be one CODEX_HOME."""
+    twin = case_twin(name, existing)
+    if twin is not None:
+        raise InvalidInput(
+            f"account {twin!r} exists and {name!r} differs from it only in case (one directory "
+            f"on a case-insensitive disk): use {twin!r} (`{cao_command('add', twin)}` logs it "
+            "in again) or another name"
+        )
+
+
+def case_collisions(names: Iterable[str]) -> list[list[str]]:
+    """Groups of names that differ only in case (a registry of the original tool may hold
+    them; they are kept as they are)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.casefold(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def cao_command(command: str, name: str) -> str:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ _ROLLOUT = re.compile(
     r"^rollout-.+-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$"
 )
 SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SESSION_PREFIX = re.compile(r"^[0-9a-fA-F][0-9a-fA-F-]{0,35}$")  # what --resume takes
 USAGE_LIMIT_ERROR = "usage_limit_exceeded"  # Codex's codex_error_info for a usage limit
 SCAN_INTERVAL = 2.0  # seconds between looks for new session files while Codex runs
 
@@ -71,6 +72,20 @@ def find_session(home: Path, session_id: str) -> SessionFile | None:
     return max(found, key=lambda s: s.modified, default=None)
 
 
+def sessions_by_prefix(homes: Iterable[Path], prefix: str) -> dict[str, list[SessionFile]]:
+    """Session id -> its copies (newest first) in `homes`, for every id starting with
+    `prefix` (case-insensitive)."""
+    prefix = prefix.lower()
+    found: dict[str, list[SessionFile]] = {}
+    for home in homes:
+        for session in session_files(home):
+            if session.id.startswith(prefix):
+                found.setdefault(session.id, []).append(session)
+    for copies in found.values():
+        copies.sort(key=lambda s: s.modified, reverse=True)
+    return found
+
+
 def newest_session(home: Path, since: float) -> SessionFile | None:
     """The session Codex wrote to last, if it wrote since `since` (the run's start)."""
     recent = [s for s in session_files(home) if s.modified >= since - 1.0]
@@ -83,12 +98,13 @@ def newest_session(home: Path, since: float) -> SessionFile | None:
 @dataclass
 class SessionSummary:
     id: str
-    account: str
+    account: str | None  # None: the user's own CODEX_HOME (Codex run directly, gateway mode)
     path: Path
     started: float | None
     last_activity: float
     first_message: str | None
     cwd: str | None
+    home: Path
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +114,7 @@ class SessionSummary:
             "last_activity": self.last_activity,
             "first_message": self.first_message,
             "cwd": self.cwd,
+            "home": str(self.home),
             "path": str(self.path),
         }
 
@@ -125,7 +142,7 @@ def _user_text(payload: dict[str, Any]) -> str | None:
     return text if text and not text.startswith("<") else None
 
 
-def summarize(session: SessionFile, account: str, scan_lines: int = 400) -> SessionSummary:
+def summarize(session: SessionFile, account: str | None, scan_lines: int = 400) -> SessionSummary:
     """Reads the head of the file only: a session can be many MB."""
     started = cwd = first = None
     try:
@@ -147,7 +164,9 @@ def summarize(session: SessionFile, account: str, scan_lines: int = 400) -> Sess
                     first = _user_text(payload)
     except OSError:
         pass
-    return SessionSummary(session.id, account, session.path, started, session.modified, first, cwd)
+    return SessionSummary(
+        session.id, account, session.path, started, session.modified, first, cwd, session.home
+    )
 
 
 # -- watching a running session --------------------------------------------------------------------

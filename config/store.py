@@ -15,6 +15,7 @@ import tomli_w
 from .defaults import DATA_DIR_ENV, DATA_DIR_NAME
 from .errors import CaoError, InvalidInput
 from .files import ensure_private_dir, quarantine, write_atomic, write_json_atomic
+from .homes import ACCOUNT_CONFIG
 from .names import is_safe_name, validate_name
 from .registry import Registry
 from .state import PoolState
@@ -29,7 +30,6 @@ REGISTRY_FILE = "registry.json"
 STATE_FILE = "cao-state.json"
 log = logging.getLogger("cao")
 LOCK_FILE = ".cao.lock"
-ACCOUNT_CONFIG = {"cli_auth_credentials_store": "file", "forced_login_method": "chatgpt"}
 LOCK_TIMEOUT = 30.0
 
 

@@ -230,3 +230,23 @@ class Terminal:
         code = self.proc.wait(15)
         os.close(self.master)
         return code
+
+
+def start_fake_daemon(root: Path, home: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A process that looks like the app-server daemon Codex leaves in `home`: a `codex`
+    running `app-server ...` with CODEX_HOME=home, in a session of its own. Wait for it to
+    start before returning."""
+    script = root / "daemon-bin" / "codex"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(
+        "#!/usr/bin/env python3\nimport time\nprint('up', flush=True)\ntime.sleep(300)\n"
+    )
+    script.chmod(0o755)
+    proc = subprocess.Popen(
+        [str(script), *(args or ("app-server", "daemon", "pid-update-loop"))],
+        env={**os.environ, "CODEX_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    return proc

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_private, auth_document, cao_env, run_cao, write_account
+from tests.helpers import (
+    assert_private,
+    auth_document,
+    cao_env,
+    run_cao,
+    start_fake_daemon,
+    write_account,
+)
 
 
 @pytest.fixture
@@ -152,18 +159,18 @@ def test_remove_default_and_keep_files(data_dir: Path) -> None:
     assert run_cao(data_dir, "remove", "zzz").returncode == 1
 
 
-def test_remove_stops_the_codex_daemon_of_the_home(
-    data_dir: Path, tmp_path: Path, fake_codex_path: Path
-) -> None:
-    write_account(data_dir, "a")
-    (data_dir / "a" / "app-server-control").mkdir()  # a Codex TUI ran here
-    log = tmp_path / "codex.log"
-    env = cao_env(data_dir, PATH=f"{fake_codex_path}:/usr/bin:/bin", FAKE_CODEX_LOG=str(log))
-    assert run_cao(data_dir, "remove", "a", env=env).returncode == 0
-    [call] = [json.loads(line) for line in log.read_text().splitlines()]
-    assert call["args"] == ["app-server", "daemon", "stop"]
-    assert call["codex_home"] == str(data_dir / "a")
-    assert not (data_dir / "a").exists()
+def test_remove_stops_the_codex_daemon_of_the_home(data_dir: Path, tmp_path: Path) -> None:
+    """Verified by process: a Codex app-server daemon running from the home is gone after
+    `cao remove` (Codex's own `daemon stop` is not trusted: it leaves its pid-update loop)."""
+    home = write_account(data_dir, "a")
+    daemon = start_fake_daemon(tmp_path, home)
+    try:
+        assert run_cao(data_dir, "remove", "a").returncode == 0
+        assert daemon.wait(10) is not None
+        assert not (data_dir / "a").exists()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
 
 
 def test_remove_never_follows_a_symlinked_home(data_dir: Path, tmp_path: Path) -> None:
