@@ -8,6 +8,9 @@
 - FAKE_CODEX_QUOTA: comma-separated account names that print Codex's usage-limit message and
   exit 1 (FAKE_CODEX_QUOTA_TEXT overrides the message).
 - FAKE_CODEX_MESSAGE: printed (stderr) before exiting with FAKE_CODEX_EXIT.
+- FAKE_CODEX_LOGIN_WAIT: `login` waits this many seconds first (to be interrupted).
+- FAKE_CODEX_DAEMON: a run leaves an "app-server daemon" behind in CODEX_HOME, as the TUI
+  does (a detached `codex app-server ...` that sleeps).
 - FAKE_CODEX_SESSION: `ok` writes a session file (rollout) like Codex's in CODEX_HOME, `garbage`
   one cao cannot read.
 """
@@ -43,13 +46,25 @@ if log:
             + "\n"
         )
 code = int(os.environ.get("FAKE_CODEX_EXIT", "0"))
+if args[:1] == ["app-server"]:
+    import time
+
+    time.sleep(300)
+    sys.exit(0)
 if args[:1] == ["login"]:
+    if os.environ.get("FAKE_CODEX_LOGIN_WAIT"):
+        import time
+
+        print("Waiting for the browser...", flush=True)
+        time.sleep(float(os.environ["FAKE_CODEX_LOGIN_WAIT"]))
     if code == 0:
         path = Path(home) / "auth.json"
         chatgpt = os.environ.get("FAKE_CODEX_ACCOUNT_ID")  # the browser's signed-in account
         path.write_text(json.dumps(auth_document(account, account_id=chatgpt)))
         path.chmod(0o600)
         print("Successfully logged in", file=sys.stderr)
+    elif os.environ.get("FAKE_CODEX_MESSAGE"):
+        print(os.environ["FAKE_CODEX_MESSAGE"], file=sys.stderr, flush=True)
     sys.exit(code)
 if args[:1] == ["--version"]:
     print("codex-cli 0.0.0-fake")
@@ -67,6 +82,14 @@ if rollout_kind and "resume" not in args:
         "not json\n" if rollout_kind == "garbage" else f"{json.dumps(meta)}\n{json.dumps(user)}\n"
     )
     (day / f"rollout-2026-12-02T03-00-00-{SESSION_ID}.jsonl").write_text(body)
+if os.environ.get("FAKE_CODEX_DAEMON"):
+    import subprocess
+
+    subprocess.Popen(
+        [sys.executable, __file__, "app-server", "--listen", "unix://", "--managed-daemon"],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 print(f"codex working on {account}", flush=True)
 if account and account in os.environ.get("FAKE_CODEX_QUOTA", "").split(","):
     print(os.environ.get("FAKE_CODEX_QUOTA_TEXT", USAGE_LIMIT), file=sys.stderr, flush=True)
