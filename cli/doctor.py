@@ -254,6 +254,36 @@ def check_settings(store: Store) -> list[Check]:
     return [Check(Level.WARNING, problem, "see `cao run --help`") for problem in unknown]
 
 
+def check_homes(store: Store, views: list[AccountView]) -> list[Check]:
+    """Account homes Codex cannot start in (a config.toml that does not parse), names that
+    are one directory on a case-insensitive disk, a user's config.toml the homes cannot
+    follow."""
+    from cao.config.homes import CONFIG_FILE, config_problem, user_codex_home
+    from cao.config.names import case_collisions
+
+    checks = []
+    for v in views:
+        if (problem := config_problem(v.home)) is not None:
+            checks.append(Check(
+                Level.WARNING, f"account {v.name}: {problem} (`cao run` skips it)",
+                f"fix {v.home / CONFIG_FILE}",
+            ))  # fmt: skip
+    for names in case_collisions(v.name for v in views):
+        checks.append(Check(
+            Level.WARNING,
+            f"accounts {', '.join(names)} differ only in case (one CODEX_HOME on a "
+            "case-insensitive disk)",
+            f"{cao_command('remove', names[-1])}",
+        ))  # fmt: skip
+    own = user_codex_home(data_dir=store.data_dir)
+    if (problem := config_problem(own)) is not None:
+        checks.append(Check(
+            Level.WARNING, f"{problem}: the account homes keep the Codex setup they had",
+            f"fix {own / CONFIG_FILE}",
+        ))  # fmt: skip
+    return checks
+
+
 def doctor_checks(
     store: Store, views: list[AccountView], document: dict[str, Any], bin_dir: Path, now: float
 ) -> list[Check]:
@@ -262,6 +292,7 @@ def doctor_checks(
         *check_accounts(views, now),
         *check_shared_login(views, codex_own_home()),
         *check_settings(store),
+        *check_homes(store, views),
         *check_shim(store, document, bin_dir),
         *check_permissions(store, views, bin_dir),
     ]

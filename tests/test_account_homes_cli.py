@@ -312,3 +312,19 @@ def test_codex_processes_finds_by_environment_and_pid_file(tmp_path: Path) -> No
     while codex_processes(home) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert codex_processes(home) == []
+
+
+def test_doctor_shows_broken_homes_and_case_twins(
+    data_dir: Path, env: dict[str, str], user_home: Path
+) -> None:
+    write_account(data_dir, "a")
+    write_account(data_dir, "A")
+    (data_dir / "a" / "config.toml").write_text("model = \n")
+    (user_home / ".codex" / "config.toml").write_text("[oops\n")
+    result = run_cao(data_dir, "status", "--doctor", "--json", env=env)
+    checks = {c["message"]: c for c in json.loads(result.stdout)["checks"]}
+    broken = next(m for m in checks if m.startswith("account a:"))
+    assert "does not parse" in broken and checks[broken]["level"] == "warning"
+    assert checks[broken]["fix"] == f"fix {data_dir / 'a' / 'config.toml'}"
+    assert any("differ only in case" in m for m in checks)
+    assert any(str(user_home / ".codex" / "config.toml") in m for m in checks)
