@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -166,8 +170,9 @@ def test_remove_leaves_no_codex_running(
     before = codex_count(accounts)
     env = {**os.environ, "CODEX_HOME": str(accounts[1]), "HOME": str(user_home), "TERM": "xterm"}
     master, slave = os.openpty()
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
     tui = subprocess.Popen(
-        [str(codex)], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=work,
+        [str(codex)], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=user_home,
         start_new_session=True,
     )  # fmt: skip
     os.close(slave)
@@ -175,12 +180,13 @@ def test_remove_leaves_no_codex_running(
         seen = b""
         deadline = time.monotonic() + 60
         while b"Ask Codex" not in seen and time.monotonic() < deadline:
-            import select
-
             if select.select([master], [], [], 1)[0]:
                 seen += os.read(master, 65536)
-        left = [p for p in codex_processes(accounts[1]) if p.is_daemon]
-        assert left, "the TUI started no app-server daemon"
+        assert b"Ask Codex" in seen, seen[-1000:]
+        deadline = time.monotonic() + 30
+        while not any(p.is_daemon for p in codex_processes(accounts[1])):
+            assert time.monotonic() < deadline, "the TUI started no app-server daemon"
+            time.sleep(0.2)
         tui.terminate()
         tui.wait(30)
         assert codex_count(accounts) > before  # the daemon outlives the TUI
