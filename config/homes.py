@@ -399,4 +399,4 @@ def sync_home(source: Path, home: Path) -> SyncResult:
     try:
         return HomeSync(source, home).run()
     except OSError as e:
-        return SyncResult(broken=f"cannot sync {home}: {e}")
+        return SyncResult(problem=f"cannot sync {home}: {e}")

@@ -76,26 +76,27 @@ def codex_count(homes: list[Path]) -> int:
     return sum(len(codex_processes(home)) for home in homes)
 
 
-def wait_for_count(homes: list[Path], expected: int, timeout: float = 10) -> int:
-    deadline = time.monotonic() + timeout
-    while (count := codex_count(homes)) != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return count
+def wait_for_daemon(home: Path) -> None:
+    """The TUI starts its app-server daemon some seconds after its prompt shows."""
+    deadline = time.monotonic() + 30
+    while not any(p.is_daemon for p in codex_processes(home)):
+        assert time.monotonic() < deadline, "the TUI started no app-server daemon"
+        time.sleep(0.2)
 
 
 def run_tui(
-    data_dir: Path, env: dict[str, str], codex: Path, work: Path, *args: str
+    data_dir: Path, env: dict[str, str], codex: Path, work: Path, home: Path
 ) -> tuple[str, int]:
-    """`cao run --account b` with the TUI: wait for its prompt, note what it shows, quit with
-    Ctrl-C twice. Returns (what the screen got, exit code)."""
+    """`cao run --account b` with the TUI: wait for its prompt and its daemon (in `home`),
+    quit with Ctrl-C twice. Returns (what the screen got, exit code)."""
     term = Terminal(
-        data_dir, "--account", "b", "--codex", str(codex), *args, rows=30, cols=120,
+        data_dir, "--account", "b", "--codex", str(codex), rows=30, cols=120,
         env=env, cwd=work,
     )  # fmt: skip
     try:
         term.expect("Ask Codex to do anything", timeout=60)
         term.expect(USER_MODEL, timeout=20)
-        time.sleep(1)
+        wait_for_daemon(home)
         for _ in range(2):
             term.send(b"\x03")
             time.sleep(0.5)
@@ -118,10 +119,10 @@ def test_tui_on_b_trusts_the_users_projects_and_shows_the_users_model(
     the status line; and once cao run ends, no Codex process of the run is left (the TUI
     starts an app-server daemon in the account home that outlives it)."""
     before = codex_count(accounts)
-    output, code = run_tui(data_dir, user_env(data_dir, user_home), codex, work)
+    output, code = run_tui(data_dir, user_env(data_dir, user_home), codex, work, accounts[1])
     assert code == 0, output[-1500:]
     assert "Trust this folder" not in output
-    assert wait_for_count(accounts, before, timeout=1) == before
+    assert codex_count(accounts) == before  # cao run stopped the daemon before it exited
     config = (accounts[1] / "config.toml").read_text()
     assert "userdocs" in config and USER_MODEL in config
     assert (accounts[1] / "fast.config.toml").exists()
@@ -183,10 +184,7 @@ def test_remove_leaves_no_codex_running(
             if select.select([master], [], [], 1)[0]:
                 seen += os.read(master, 65536)
         assert b"Ask Codex" in seen, seen[-1000:]
-        deadline = time.monotonic() + 30
-        while not any(p.is_daemon for p in codex_processes(accounts[1])):
-            assert time.monotonic() < deadline, "the TUI started no app-server daemon"
-            time.sleep(0.2)
+        wait_for_daemon(accounts[1])
         tui.terminate()
         tui.wait(30)
         assert codex_count(accounts) > before  # the daemon outlives the TUI
