@@ -328,3 +328,34 @@ def test_doctor_shows_broken_homes_and_case_twins(
     assert checks[broken]["fix"] == f"fix {data_dir / 'a' / 'config.toml'}"
     assert any("differ only in case" in m for m in checks)
     assert any(str(user_home / ".codex" / "config.toml") in m for m in checks)
+
+
+def test_a_daemon_that_ignores_sigterm_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from cao.cli import daemons
+
+    home = tmp_path / "h"
+    home.mkdir()
+    script = tmp_path / "stubborn" / "codex"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/usr/bin/env python3\nimport signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(300)\n"
+    )
+    script.chmod(0o755)
+    proc = subprocess.Popen(
+        [str(script), "app-server", "--listen", "unix://"], stdout=subprocess.PIPE,
+        env={**os.environ, "CODEX_HOME": str(home)}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+        monkeypatch.setattr(daemons, "TERM_GRACE", 0.3)
+        stopped, left = daemons.stop_daemons(home)
+        assert [p.pid for p in stopped] == [proc.pid] and left == []
+        assert proc.wait(5) == -9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
