@@ -7,7 +7,8 @@ The Codex TUI (0.169/0.171) starts an app-server daemon from its CODEX_HOME (`co
 cao finds them by process, in /proc: a `codex` whose environment says CODEX_HOME=<home>, or
 whose executable lies under <home>, or whose pid (with its start time) Codex recorded in
 `<home>/app-server-daemon/*.pid`. It does not trust `codex app-server daemon stop`, which leaves
-the pid-update loop running. Linux /proc only: elsewhere nothing is found and nothing stopped.
+the pid-update loop running. Without /proc (macOS) only the recorded daemons are found (checked
+with `ps`), and only `cao remove` stops them: a Codex still using them cannot be seen.
 """
 
 from __future__ import annotations
@@ -83,10 +84,36 @@ def _same_path(value: str, home: Path) -> bool:
         return False
 
 
+def _recorded_without_proc(home: Path) -> list[CodexProcess]:
+    """Without /proc (macOS): the daemons Codex recorded in its pid files, if `ps` still shows
+    a Codex app-server under that pid. Their start time cannot be read: `start` is 0."""
+    import subprocess
+
+    found = []
+    for pid in _recorded_pids(home):
+        try:
+            shown = subprocess.run(
+                ["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True,
+                timeout=5, stdin=subprocess.DEVNULL, check=False,
+            ).stdout.split()  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        process = CodexProcess(pid, tuple(shown), 0)
+        if shown and _is_codex(process.argv) and process.is_daemon:
+            found.append(process)
+    return found
+
+
 def codex_processes(home: Path) -> list[CodexProcess]:
-    """Every live Codex process running from `home` (not this process)."""
+    """Every live Codex process running from `home` (not this process). Without /proc, only
+    the daemons Codex recorded (no client is seen)."""
     try:
         home = home.resolve()
+    except OSError:
+        return []
+    if not PROC.is_dir():
+        return _recorded_without_proc(home)
+    try:
         pids = [int(p) for p in os.listdir(PROC) if p.isdigit()]
     except OSError:
         return []
@@ -122,6 +149,14 @@ def codex_processes(home: Path) -> list[CodexProcess]:
 
 
 def _alive(process: CodexProcess) -> bool:
+    if process.start == 0:  # no /proc: is the pid there at all
+        try:
+            os.kill(process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
     return _start_ticks(process.pid) == process.start and not _zombie(process.pid)
 
 
@@ -167,7 +202,10 @@ def clients(home: Path) -> list[CodexProcess]:
 
 def stop_daemons(home: Path) -> tuple[list[CodexProcess], list[CodexProcess]]:
     """Stop what Codex left running from `home`, unless a Codex still runs there (another
-    `cao run` on the same account uses the daemon). Returns (stopped, still alive)."""
+    `cao run` on the same account uses the daemon). Returns (stopped, still alive). Without
+    /proc no client can be seen, so nothing is stopped here (`cao remove` still does)."""
+    if not PROC.is_dir():
+        return [], []
     processes = codex_processes(home)
     if not processes or any(not p.is_daemon for p in processes):
         return [], []

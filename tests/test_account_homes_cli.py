@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -359,3 +360,28 @@ def test_a_daemon_that_ignores_sigterm_is_killed(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_without_proc_the_recorded_daemon_is_found_and_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS has no /proc: the pid Codex recorded in <home>/app-server-daemon/daemon.pid,
+    checked with `ps`, is what `cao remove` stops."""
+    from cao.cli import daemons
+
+    home = tmp_path / "h"
+    (home / "app-server-daemon").mkdir(parents=True)
+    daemon = start_fake_daemon(tmp_path, home)
+    try:
+        (home / "app-server-daemon" / "daemon.pid").write_text(json.dumps({"pid": daemon.pid}))
+        monkeypatch.setattr(daemons, "PROC", tmp_path / "no-proc")
+        [found] = daemons.codex_processes(home)
+        assert found.pid == daemon.pid and found.is_daemon
+        assert daemons.stop_daemons(home) == ([], [])  # after a run: clients cannot be seen
+        reaper = threading.Thread(target=daemon.wait)  # init reaps a real (detached) daemon
+        reaper.start()
+        assert daemons.stop_processes([found]) == []
+        reaper.join(5)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
