@@ -258,7 +258,7 @@ def check_homes(store: Store, views: list[AccountView]) -> list[Check]:
     """Account homes Codex cannot start in (a config.toml that does not parse), names that
     are one directory on a case-insensitive disk, a user's config.toml the homes cannot
     follow."""
-    from cao.config.homes import CONFIG_FILE, config_problem, user_codex_home
+    from cao.config.codex_config import CONFIG_FILE, config_problem, user_codex_home
     from cao.config.names import case_collisions
 
     checks = []

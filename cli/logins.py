@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cao.config.homes import CONFIG_FILE, ConfigError, read_toml
+from cao.config.codex_config import CONFIG_FILE, ConfigError, read_toml
 from cao.config.names import cao_command
 
 # Codex's keyring entry for a CODEX_HOME (codex-rs auth storage): service "Codex Auth",

@@ -1,4 +1,5 @@
-"""config/homes.py: the user's Codex setup synced into an account home."""
+"""config/homes.py and config/codex_config.py: the user's Codex setup synced into an account
+home."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cao.config.homes import (
-    STAMP_FILE,
-    config_problem,
-    strip_cao_block,
-    sync_home,
-    user_codex_home,
-)
+from cao.config.codex_config import config_problem, strip_cao_block, user_codex_home
+from cao.config.homes import STAMP_FILE, sync_home
 
 USER_CONFIG = """\
 model = "gpt-user"
