@@ -47,6 +47,7 @@ from .logins import (
     KEYRING_STORES,
     credentials_store,
     keyring_advice,
+    login_advice,
     login_failure,
     read_keyring_login,
 )
@@ -94,18 +95,16 @@ def add(
     if codex_bin is None:
         say(f"log in later with: {cao_command('add', name)}")
         return
-    code, output = run_login(codex_bin, home, device_auth)
+    code, output = run_login(codex_bin, home, device_auth, login_advice(name))
     auth_path = home / AUTH_FILE
     if auth_path.exists():
         auth_path.chmod(0o600)
     if code != 0:
-        first, *more = login_failure(name, device_auth, code, output)
-        for line in more:
-            warn(line)
+        message = login_failure(name, device_auth, code, output)
         if code in (INTERRUPTED, 128 + 2):
-            say(f"cao: {first}")
+            say(f"cao: {message}")
             raise typer.Exit(INTERRUPTED)
-        raise CaoError(first)
+        raise CaoError(message)
     auth = read_auth(home)
     if not auth.logged_in:
         raise CaoError(f"login finished but {auth_path} holds no tokens ({auth.state})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cao.config.errors import CaoError
@@ -55,12 +55,14 @@ def stop_app_server(home: Path) -> None:
         warn(not_stopped(home, left))
 
 
-def run_login(codex: Path, home: Path, device_auth: bool) -> tuple[int, str]:
+def run_login(
+    codex: Path, home: Path, device_auth: bool, rewrite: Callable[[bytes], bytes] | None = None
+) -> tuple[int, str]:
     """`codex login` in the account's home, on the user's terminal (relayed, so cao can read
-    what Codex said): (exit code, the end of its output)."""
+    what Codex said, and `rewrite` what it shows): (exit code, the end of its output)."""
     from . import relay
 
     args = [str(codex), "login"] + (["--device-auth"] if device_auth else [])
     if not os.access(codex, os.X_OK):
         raise CaoError(f"cannot run {codex}: not an executable file")
-    return relay.run(args, codex_env(home))
+    return relay.run(args, codex_env(home), rewrite=rewrite)

@@ -4,8 +4,8 @@ when `codex login` fails or is interrupted in an account home."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from cao.config.codex_config import CONFIG_FILE, ConfigError, read_toml
@@ -85,19 +85,20 @@ def add_command(name: str, device_auth: bool) -> str:
     return cao_command("add", name) + (" --device-auth" if device_auth else "")
 
 
-def login_failure(name: str, device_auth: bool, code: int, output: str) -> list[str]:
-    """What cao says after `codex login` in account `name` did not log in: one line, then
-    a line correcting Codex's own advice when it named `codex login` (that logs in ~/.codex,
-    not the account)."""
-    suggests_device = "--device-auth" in output
-    retry = add_command(name, device_auth or suggests_device)
-    if code == INTERRUPTED or code == 128 + 2:
-        lines = [f"login interrupted: {name} is not logged in; run `{retry}` to try again"]
-    else:
-        lines = [f"codex login exited with code {code}; run `{retry}` to try again"]
-    if "codex login" in output:
-        lines.append(
-            f"for account {name}, use `{retry}`, not `codex login` (that would log in "
-            f"{os.environ.get('CODEX_HOME') or '~/.codex'}, not {name})"
-        )
-    return lines
+CODEX_DEVICE_LOGIN = b"`codex login --device-auth`"
+
+
+def login_advice(name: str) -> Callable[[bytes], bytes]:
+    """What `cao add` shows of `codex login`'s output: its "Use `codex login --device-auth`
+    instead" (which would log in ~/.codex) names the cao command for this account."""
+    replacement = f"`{add_command(name, True)}`".encode()
+    return lambda data: data.replace(CODEX_DEVICE_LOGIN, replacement)
+
+
+def login_failure(name: str, device_auth: bool, code: int, output: str) -> str:
+    """What cao says after `codex login` in account `name` did not log in: the command that
+    tries again (with --device-auth when it was used, or when Codex advised it)."""
+    retry = add_command(name, device_auth or "--device-auth" in output)
+    if code in (INTERRUPTED, 128 + 2):
+        return f"login interrupted: {name} is not logged in; run `{retry}` to try again"
+    return f"codex login exited with code {code}; run `{retry}` to try again"

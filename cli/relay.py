@@ -34,6 +34,7 @@ WATCH_INTERVAL = 0.25  # how often a `watch` is asked
 STOP_STEPS = ((0.0, "ctrl-c"), (0.4, "ctrl-c"), (8.0, "term"), (12.0, "kill"))
 
 Watch = Callable[[], bool]
+Rewrite = Callable[[bytes], bytes]  # what the user sees of a chunk of Codex's output
 
 
 class OutputTail:
@@ -76,10 +77,18 @@ def is_terminal() -> bool:
     return os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())
 
 
-def run(argv: Sequence[str], env: Mapping[str, str], watch: Watch | None = None) -> tuple[int, str]:
-    """Run to completion; return (exit code, tail of the output). On a terminal, `watch` is
-    asked every WATCH_INTERVAL; once it says True, Codex is ended cleanly."""
-    return run_on_pty(argv, env, watch) if is_terminal() else run_on_pipes(argv, env)
+def run(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    watch: Watch | None = None,
+    rewrite: Rewrite | None = None,
+) -> tuple[int, str]:
+    """Run to completion; return (exit code, tail of the output as Codex wrote it). On a
+    terminal, `watch` is asked every WATCH_INTERVAL; once it says True, Codex is ended cleanly.
+    `rewrite` changes what is shown (`cao add` replaces Codex's `codex login` advice)."""
+    if is_terminal():
+        return run_on_pty(argv, env, watch, rewrite)
+    return run_on_pipes(argv, env, rewrite)
 
 
 # -- pseudo-terminal ------------------------------------------------------------------------------
@@ -102,7 +111,10 @@ def _raw(fd: int) -> Iterator[None]:
 
 
 def run_on_pty(
-    argv: Sequence[str], env: Mapping[str, str], watch: Watch | None = None
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    watch: Watch | None = None,
+    rewrite: Rewrite | None = None,
 ) -> tuple[int, str]:
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout.flush()
@@ -158,7 +170,7 @@ def run_on_pty(
                     data = _drain(master)
                     if data is None:  # EOF/EIO: the child's side is closed and drained
                         break
-                    write_all(stdout, data)
+                    write_all(stdout, rewrite(data) if rewrite else data)
                     tail.feed(data)
                 if stdin in ready:
                     data = os.read(stdin, CHUNK)
@@ -238,7 +250,9 @@ def _cooked(mode: list[Any]) -> list[Any]:
 # -- pipes ----------------------------------------------------------------------------------------
 
 
-def run_on_pipes(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+def run_on_pipes(
+    argv: Sequence[str], env: Mapping[str, str], rewrite: Rewrite | None = None
+) -> tuple[int, str]:
     import subprocess  # ~10 ms to import; only this path needs it
 
     sys.stdout.flush()
@@ -263,7 +277,7 @@ def run_on_pipes(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]
                 if not data:
                     del targets[fd]
                     continue
-                write_all(targets[fd], data)
+                write_all(targets[fd], rewrite(data) if rewrite else data)
                 tail.feed(data)
         return exit_code(_wait(proc)), tail.text()
     finally:

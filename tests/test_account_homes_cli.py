@@ -167,8 +167,9 @@ def test_a_failed_login_names_the_cao_command_with_its_flag(
     result = run_cao(data_dir, "add", "dev", "--device-auth", env=env)
     assert result.returncode == 1
     assert "run `cao add dev --device-auth` to try again" in result.stderr
-    # Codex's own advice is followed by the command for this account.
-    assert "for account dev, use `cao add dev --device-auth`, not `codex login`" in result.stderr
+    # Codex's own advice (it would log in ~/.codex) shows the command for this account.
+    assert "use `cao add dev --device-auth` instead" in result.stderr
+    assert "codex login --device-auth" not in result.stderr
     plain = run_cao(data_dir, "add", "web", env={**env, "FAKE_CODEX_MESSAGE": "boom"})
     assert "run `cao add web` to try again" in plain.stderr
 
@@ -176,10 +177,9 @@ def test_a_failed_login_names_the_cao_command_with_its_flag(
 def test_ctrl_c_during_login_says_the_account_is_not_logged_in(
     data_dir: Path, env: dict[str, str]
 ) -> None:
-    term = Terminal(data_dir, "dev", "--device-auth", command="add",
-                    env={**env, "FAKE_CODEX_LOGIN_WAIT": "60"})  # fmt: skip
+    term = Terminal(data_dir, "dev", command="add", env={**env, "FAKE_CODEX_LOGIN_WAIT": "60"})
     try:
-        term.expect("Waiting for the browser")
+        term.expect("instead.")
         term.send(b"\x03")
         term.expect("try again", timeout=15)
         code = term.proc.wait(15)
@@ -187,6 +187,7 @@ def test_ctrl_c_during_login_says_the_account_is_not_logged_in(
         if term.proc.poll() is None:
             term.proc.kill()
     output = term.output.decode()
+    assert "Use `cao add dev --device-auth` instead." in output  # not `codex login ...`
     assert code == 130
     assert "dev is not logged in; run `cao add dev --device-auth` to try again" in output
     assert not (data_dir / "dev" / "auth.json").exists()

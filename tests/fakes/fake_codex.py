@@ -56,6 +56,8 @@ if args[:1] == ["login"]:
         import time
 
         print("Waiting for the browser...", flush=True)
+        print("On a remote or headless machine? Use `codex login --device-auth` instead.")
+        sys.stdout.flush()
         time.sleep(float(os.environ["FAKE_CODEX_LOGIN_WAIT"]))
     if code == 0:
         path = Path(home) / "auth.json"
