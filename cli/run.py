@@ -177,7 +177,9 @@ def run(
     resume: Annotated[
         str | None,
         typer.Option(
-            metavar="ID", help="Continue this session (see `cao sessions`) on a usable account."
+            metavar="ID",
+            help="Continue this session (see `cao sessions`; any unique start of its id) on a "
+            "usable account.",
         ),
     ] = None,
     strategy: Annotated[
