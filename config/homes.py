@@ -2,7 +2,7 @@
 
 What is mirrored from the user's CODEX_HOME (`$CODEX_HOME`, else `~/.codex`):
 - `config.toml` (model, reasoning effort, sandbox and approval settings, MCP servers, trusted
-  projects, ...) without the keys cao owns in an account home (`OWNED_KEYS`) and without the
+  projects, ...) without the keys cao owns in an account home (codex_config.OWNED_KEYS), nor the
   block `cao gateway enable` marks in the user's file (`# >>> cao` ... `# <<< cao`);
 - profiles: `<name>.config.toml` (Codex 0.169/0.171 layer `$CODEX_HOME/<name>.config.toml` for
   `--profile <name>`), the same keys removed;
