@@ -27,6 +27,7 @@ DAEMON_DIR = "app-server-daemon"
 TERM_GRACE = 5.0  # seconds from SIGTERM to SIGKILL (the daemon takes ~1.4 s to exit)
 KILL_GRACE = 2.0
 POLL = 0.05
+STOP_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,18 @@ def stop_daemons(home: Path) -> tuple[list[CodexProcess], list[CodexProcess]]:
     /proc no client can be seen, so nothing is stopped here (`cao remove` still does)."""
     if not PROC.is_dir():
         return [], []
-    processes = codex_processes(home)
-    if not processes or any(not p.is_daemon for p in processes):
-        return [], []
-    left = stop_processes(processes)
-    return [p for p in processes if p not in left], left
+    stopped: list[CodexProcess] = []
+    for _ in range(STOP_ROUNDS):
+        processes = codex_processes(home)
+        if not processes or any(not p.is_daemon for p in processes):
+            break
+        left = stop_processes(processes)
+        if left:
+            return stopped, left
+        # Codex starts its daemon through a short-lived launcher: one stopped mid-way may
+        # have forked the daemon just before; look again.
+        stopped += processes
+    return stopped, []
 
 
 def not_stopped(home: Path, left: list[CodexProcess]) -> str:

@@ -50,7 +50,7 @@ from cao.config.store import Store
 from . import relay
 from .base import app, local_time, say, status_words, store_of, warn
 from .codex import codex_env, find_codex
-from .daemons import stop_daemons
+from .daemons import not_stopped, stop_daemons
 from .gateway import fetch_status, meant_gateway
 from .homes import sync_account_homes
 from .resume import continuation_argv, split_command, user_prompt
@@ -107,12 +107,17 @@ def run_direct(argv: list[str], home: Path) -> int:
 
 def end_codex(home: Path) -> None:
     """After Codex exited in `home`: stop the app-server daemon it left there (unless another
-    Codex still runs from that home)."""
-    _, left = stop_daemons(home)
+    Codex still runs from that home). A Ctrl-C more than Codex needed to quit must not cut
+    this short (it takes 0.1-7 s)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _, left = stop_daemons(home)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if left:
-        warn(
-            f"Codex processes from {home} did not stop (pid {', '.join(str(p.pid) for p in left)})"
-        )
+        warn(not_stopped(home, left))
 
 
 def candidates(

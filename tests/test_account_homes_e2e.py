@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -77,9 +78,10 @@ def codex_count(homes: list[Path]) -> int:
 
 
 def wait_for_daemon(home: Path) -> None:
-    """The TUI starts its app-server daemon some seconds after its prompt shows."""
+    """The TUI starts its app-server daemon (`app-server --listen unix:// ...`) some seconds
+    after its prompt shows, through a short-lived launcher."""
     deadline = time.monotonic() + 30
-    while not any(p.is_daemon for p in codex_processes(home)):
+    while not any(p.is_daemon and "--listen" in p.argv for p in codex_processes(home)):
         assert time.monotonic() < deadline, "the TUI started no app-server daemon"
         time.sleep(0.2)
 
@@ -185,8 +187,15 @@ def test_remove_leaves_no_codex_running(
                 seen += os.read(master, 65536)
         assert b"Ask Codex" in seen, seen[-1000:]
         wait_for_daemon(accounts[1])
-        tui.terminate()
-        tui.wait(30)
+        for _ in range(2):  # quit as a user does
+            os.write(master, b"\x03")
+            time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while tui.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):
+                    os.read(master, 65536)
+        assert tui.poll() is not None
         assert codex_count(accounts) > before  # the daemon outlives the TUI
         result = run_cao(data_dir, "remove", "b", env=user_env(data_dir, user_home))
         assert result.returncode == 0, result.stderr
