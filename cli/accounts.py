@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 
 from cao.config.auth import API_KEY_LOGIN, AUTH_FILE, AccountAuth, LoginState, read_auth
-from cao.config.codex_config import config_problem
 from cao.config.errors import CaoError, InvalidInput
 from cao.config.files import write_atomic
+from cao.config.homeconfig import config_problem
 from cao.config.names import (
     cao_command,
     case_collisions,

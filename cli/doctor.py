@@ -223,9 +223,9 @@ def check_permissions(store: Store, views: list[AccountView], bin_dir: Path) -> 
 
 def codex_own_home() -> Path:
     """Where plain `codex` keeps its login: $CODEX_HOME, else ~/.codex."""
-    import os
+    from cao.config.homeconfig import user_codex_home
 
-    return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    return user_codex_home()
 
 
 def check_shared_login(views: list[AccountView], own: Path) -> list[Check]:
@@ -258,7 +258,8 @@ def check_homes(store: Store, views: list[AccountView]) -> list[Check]:
     """Account homes Codex cannot start in (a config.toml that does not parse), names that
     are one directory on a case-insensitive disk, a user's config.toml the homes cannot
     follow."""
-    from cao.config.codex_config import CONFIG_FILE, config_problem, user_codex_home
+    from cao.config.codexconfig import CONFIG_FILE
+    from cao.config.homeconfig import config_problem, user_codex_home
     from cao.config.names import case_collisions
 
     checks = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cao.config.codex_config import user_codex_home
+from cao.config.homeconfig import user_codex_home
 from cao.config.homes import SyncResult, sync_home
 from cao.config.store import Store
 

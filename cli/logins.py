@@ -8,7 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from cao.config.codex_config import CONFIG_FILE, ConfigError, read_toml
+from cao.config.codexconfig import CONFIG_FILE
+from cao.config.homeconfig import ConfigError, read_toml
 from cao.config.names import cao_command
 
 # Codex's keyring entry for a CODEX_HOME (codex-rs auth storage): service "Codex Auth",

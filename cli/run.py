@@ -14,8 +14,8 @@ import typer
 
 from cao.config import defaults
 from cao.config.access import codex_base_url, gateway_key
-from cao.config.codex_config import config_problem
 from cao.config.errors import CaoError, InvalidInput
+from cao.config.homeconfig import config_problem
 from cao.config.names import cao_command, validate_name
 from cao.config.pool import (
     DEFAULT_STRATEGY,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cao.config.codex_config import user_codex_home
+from cao.config.homeconfig import user_codex_home
 from cao.config.pool import AccountPool
 from cao.config.sessions import SessionFile, SessionSummary, session_files, summarize
 from cao.config.store import Store

@@ -2,8 +2,8 @@
 
 What is mirrored from the user's CODEX_HOME (`$CODEX_HOME`, else `~/.codex`):
 - `config.toml` (model, reasoning effort, sandbox and approval settings, MCP servers, trusted
-  projects, ...) without the keys cao owns in an account home (codex_config.OWNED_KEYS), nor the
-  block `cao gateway enable` marks in the user's file (`# >>> cao` ... `# <<< cao`);
+  projects, ...) without the keys cao owns in an account home (homeconfig.OWNED_KEYS), nor the
+  block `cao gateway enable` marks in the user's file (config/codexconfig.py);
 - profiles: `<name>.config.toml` (Codex 0.169/0.171 layer `$CODEX_HOME/<name>.config.toml` for
   `--profile <name>`), the same keys removed;
 - `AGENTS.md`, `AGENTS.override.md`, and the `prompts/`, `skills/` (not Codex's own
@@ -31,9 +31,10 @@ from typing import Any
 
 import tomli_w
 
-from .codex_config import (
+from .codexconfig import CONFIG_FILE
+from .files import DIR_MODE, ensure_private_dir, write_atomic
+from .homeconfig import (
     ACCOUNT_CONFIG,
-    CONFIG_FILE,
     ConfigError,
     dump_toml,
     first_line,
@@ -45,7 +46,6 @@ from .codex_config import (
     strip_cao_block,
     without_owned,
 )
-from .files import DIR_MODE, ensure_private_dir, write_atomic
 
 STAMP_FILE = ".cao-sync.json"
 PROFILE_SUFFIX = ".config.toml"

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import tomli_w
 
-from .codex_config import ACCOUNT_CONFIG
 from .defaults import DATA_DIR_ENV, DATA_DIR_NAME
 from .errors import CaoError, InvalidInput
 from .files import ensure_private_dir, quarantine, write_atomic, write_json_atomic
+from .homeconfig import ACCOUNT_CONFIG
 from .names import is_safe_name, validate_name
 from .registry import Registry
 from .state import PoolState

@@ -1,4 +1,4 @@
-"""config/homes.py and config/codex_config.py: the user's Codex setup synced into an account
+"""config/homes.py and config/homeconfig.py: the user's Codex setup synced into an account
 home."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cao.config.codex_config import config_problem, strip_cao_block, user_codex_home
+from cao.config.codexconfig import Routing, render_block
+from cao.config.homeconfig import config_problem, strip_cao_block, user_codex_home
 from cao.config.homes import STAMP_FILE, sync_home
 
 USER_CONFIG = """\
@@ -67,15 +68,15 @@ def test_config_is_the_users_without_the_keys_cao_owns(source: Path, home: Path)
 
 
 def test_the_gateway_block_is_not_copied(source: Path, home: Path) -> None:
-    text = (
-        'model = "m"\n# >>> cao gateway (managed by `cao gateway enable`)\n'
-        'model_provider = "cao"\n[model_providers.cao]\nbase_url = "http://127.0.0.1:4319/x"\n'
-        "# <<< cao gateway\n"
-    )
+    """The block `cao gateway enable` writes into the user's config.toml is cao's own."""
+    block = render_block(Routing("http://127.0.0.1:4319/x", "http://localhost:4319/y"), False)
+    text = block.decode() + 'model = "m"\n'
     assert strip_cao_block(text) == 'model = "m"\n'
     (source / "config.toml").write_text(text)
     sync_home(source, home)
-    assert "model_provider" not in config_of(home) and "model_providers" not in config_of(home)
+    config = config_of(home)
+    assert config["model"] == "m" and "openai_base_url" not in config
+    assert "chatgpt_base_url" not in config
 
 
 def test_profiles_agents_prompts_and_skills_are_copied(source: Path, home: Path) -> None:

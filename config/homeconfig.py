@@ -1,5 +1,6 @@
-"""A Codex `config.toml`: reading it, the keys cao owns in an account home, and merging the
-user's values with an account's own, key by key (config/homes.py syncs with it).
+"""An account home's `config.toml`: reading it, the keys cao owns there, and merging the user's
+values with the account's own, key by key (config/homes.py syncs with it; config/codexconfig.py
+is the user's own file, where `cao gateway enable` writes its block).
 
 A table's keys merge one by one (`[mcp_servers.docs]` keys, `[projects."<path>"]`), any other
 value (an array, an empty table) whole."""
@@ -7,7 +8,6 @@ value (an array, an empty table) whole."""
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,8 +15,9 @@ from typing import Any
 
 import tomli_w
 
-CONFIG_FILE = "config.toml"
-CODEX_HOME_ENV = "CODEX_HOME"
+from .codexconfig import CONFIG_FILE, codex_home, without_block
+from .codexconfig import KEYS as ROUTING_KEYS
+
 # What every account home's config.toml must say: tokens in auth.json, a ChatGPT login.
 ACCOUNT_CONFIG: dict[str, Any] = {
     "cli_auth_credentials_store": "file",
@@ -24,24 +25,20 @@ ACCOUNT_CONFIG: dict[str, Any] = {
 }
 # Keys of the user's config that never reach an account home: cao sets the first two, and the
 # base URLs are where a gateway or a test points the user's own Codex.
-OWNED_KEYS = frozenset({*ACCOUNT_CONFIG, "openai_base_url", "chatgpt_base_url"})
-# The block `cao gateway enable` writes into the user's config.toml.
-BLOCK_START = re.compile(r"^\s*#\s*>>>\s*cao\b")
-BLOCK_END = re.compile(r"^\s*#\s*<<<\s*cao\b")
+OWNED_KEYS = frozenset({*ACCOUNT_CONFIG, *ROUTING_KEYS})
 
 Leaves = dict[tuple[str, ...], Any]
 
 
 def user_codex_home(env: Mapping[str, str] = os.environ, data_dir: Path | None = None) -> Path:
-    """The user's own CODEX_HOME: `$CODEX_HOME`, else `~/.codex`. A `$CODEX_HOME` inside cao's
-    data dir is an account home (Codex started by cao): the user's own is `~/.codex` then."""
-    value = env.get(CODEX_HOME_ENV)
-    if value:
-        path = Path(value).expanduser().absolute()
-        if data_dir is None or not _inside(path, data_dir):
-            return path
-    home = env.get("HOME")
-    return (Path(home) if home else Path.home()) / ".codex"
+    """The user's own CODEX_HOME (`$CODEX_HOME`, else `~/.codex`: codexconfig.codex_home, with
+    `env`'s HOME). A `$CODEX_HOME` inside cao's data dir is an account home (Codex started by
+    cao): the user's own is `~/.codex` then."""
+    default = (Path(env["HOME"]) if env.get("HOME") else Path.home()) / ".codex"
+    if not env.get("CODEX_HOME"):
+        return default
+    path = codex_home(None, env).absolute()
+    return default if data_dir is not None and _inside(path, data_dir) else path
 
 
 def _inside(path: Path, parent: Path) -> bool:
@@ -57,17 +54,8 @@ class ConfigError(ValueError):
 
 
 def strip_cao_block(text: str) -> str:
-    """`text` without the lines from a `# >>> cao` marker to its `# <<< cao`."""
-    out: list[str] = []
-    inside = False
-    for line in text.splitlines(keepends=True):
-        if not inside and BLOCK_START.match(line):
-            inside = True
-        elif inside and BLOCK_END.match(line):
-            inside = False
-        elif not inside:
-            out.append(line)
-    return "".join(out)
+    """`text` without the block `cao gateway enable` writes (its keys are cao's own)."""
+    return without_block(text.encode())[0].decode()
 
 
 def parse_toml(text: str, where: str) -> dict[str, Any]:
