@@ -140,6 +140,16 @@ def _bar(percent: float | None) -> str:
     return f"[{colour}]{'█' * filled}[/][dim]{'░' * (BAR_WIDTH - filled)}[/]"
 
 
+def window_line(window: dict[str, Any], now: float) -> str:
+    """One usage window: label, bar, percent used and when it resets."""
+    if window["reset"]:
+        tail = "[dim]reset[/]"
+    else:
+        when = f"resets {human_until(window['resets_at'], now)}" if window["resets_at"] else ""
+        tail = f"{window['used_percent']:3.0f}%  {when}"
+    return f"    {window['label']:<7} {_bar(window['used_percent'])}  {tail}"
+
+
 def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
     """Rich markup lines: a header, one block per account, the recent switches."""
     from rich.markup import escape
@@ -176,13 +186,7 @@ def dashboard(document: dict[str, Any], all_switches: bool) -> list[str]:
         if token := _token_words(a, now):
             head.append(f"[dim]{token}[/]")
         lines += ["", "  ".join(head)]
-        for w in a["windows"]:
-            if w["reset"]:
-                tail = "[dim]reset[/]"
-            else:
-                when = f"resets {human_until(w['resets_at'], now)}" if w["resets_at"] else ""
-                tail = f"{w['used_percent']:3.0f}%  {when}"
-            lines.append(f"    {w['label']:<7} {_bar(w['used_percent'])}  {tail}")
+        lines += [window_line(w, now) for w in a["windows"]]
         seen = []
         if a["usage_read_at"]:
             seen.append(f"usage read {human_until(a['usage_read_at'], now)}")

@@ -23,7 +23,7 @@ from typing import IO, Any
 from cao.config.pool import Availability
 
 from .base import human_until, status_words
-from .dashboard import _bar, short_conversation
+from .dashboard import short_conversation, window_line
 
 TICK = 1.0
 ENTER = "\x1b[?1049h\x1b[?25l"  # alternate screen, cursor hidden
@@ -95,13 +95,7 @@ def frame(document: Document) -> list[str]:
             head.append(f"{len(conversations)} conv")
             head.append(f"{a.get('requests_per_minute') or 0} req/min")
         lines += ["", "  ".join(head)]
-        for w in a["windows"]:
-            if w["reset"]:
-                tail = "[dim]reset[/]"
-            else:
-                when = f"resets {human_until(w['resets_at'], now)}" if w["resets_at"] else ""
-                tail = f"{w['used_percent']:3.0f}%  {when}"
-            lines.append(f"    {w['label']:<7} {_bar(w['used_percent'])}  {tail}")
+        lines += [window_line(w, now) for w in a["windows"]]
         if conversations:
             shown = " ".join(short_conversation(c) for c in conversations[:SHOWN_CONVERSATIONS])
             more = len(conversations) - SHOWN_CONVERSATIONS
