@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cao.addons.routing import choose_account
-from cao.cli.run import candidates
+from cao.cli.fallback import candidates
 from cao.cli.steer import parse_when
 from cao.config.auth import AccountAuth, LoginState
 from cao.config.errors import InvalidInput
