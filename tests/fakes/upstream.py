@@ -28,9 +28,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy.net.encoding import decode_zstd
+
+if TYPE_CHECKING:
+    from tests.fakes.ws_upstream import WsSocket
 
 try:  # what mitmproxy itself uses for zstd
     from compression import zstd  # type: ignore[import-not-found]
@@ -60,6 +63,7 @@ class Recorded:
     rejected: str | None = None  # the blob rejection this request got, if any
     raw: bytes = b""  # the body as it came (zstd from Codex)
     compressed_answer: bool = False  # answered zstd-compressed
+    socket: int | None = None  # a WebSocket request: the index of its socket in `sockets`
 
     @property
     def account_id(self) -> str | None:
@@ -213,18 +217,20 @@ TOOL_CALL: dict[str, Any] = {
 
 
 def tool_call_events(
-    call_id: str = "call_1", reasoning: dict[str, Any] | None = None
+    call_id: str = "call_1",
+    reasoning: dict[str, Any] | None = None,
+    response_id: str = "resp_tool",
 ) -> list[bytes]:
     # A real tool of Codex 0.169 (`clock.sleep`): harmless, needs no sandbox. The model reasons
     # before it calls a tool, as the real one does.
     item = {"type": "function_call", "id": "fc_1", "call_id": call_id, **TOOL_CALL}
     index = 1 if reasoning else 0
     return [
-        sse("response.created", {"response": {"id": "resp_tool"}}),
+        sse("response.created", {"response": {"id": response_id}}),
         *reasoning_events(reasoning, 0),
         sse("response.output_item.added", {"output_index": index, "item": item}),
         sse("response.output_item.done", {"output_index": index, "item": item}),
-        sse("response.completed", {"response": {"id": "resp_tool", "usage": {
+        sse("response.completed", {"response": {"id": response_id, "usage": {
             "input_tokens": 10, "input_tokens_details": None, "output_tokens": 1,
             "output_tokens_details": None, "total_tokens": 11}}}),
     ]  # fmt: skip
@@ -301,6 +307,15 @@ class FakeUpstream:
         self.usage_documents: dict[str, dict[str, Any]] = {}  # /wham/usage per account id
         self.seen_delay = 0.0  # hold model requests this long (a slow upstream)
         self.usage_tokens = 0  # reported as a turn's input tokens (a large one makes Codex compact)
+        # The Responses WebSocket (ws_upstream.py). Off: upgrades get 426, as from a backend
+        # without it, and Codex uses HTTP at once (the tests of HTTP behaviour rely on that).
+        self.websockets = False
+        self.sockets: list[WsSocket] = []
+        self.handshake_answers: list[tuple[int, bytes]] = []  # answers to upgrades, before 101s
+        self.ws_max_age = 3600.0  # the backend's 60-minute connection limit
+        self.delay_per_kib = 0.0  # time per request grows with the bytes received (bench)
+        self.tool_calls = 0
+        self.turn_states = 0
         self.lock = threading.Lock()
         self.open_streams = 0
         self.closed_early = 0
@@ -322,6 +337,13 @@ class FakeUpstream:
 
     def model_requests(self, suffix: str = "/responses") -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+    def ws_requests(self, generate_only: bool = True) -> list[Recorded]:
+        """The `response.create` frames Codex sent over WebSockets (warm-ups left out)."""
+        frames = [r for r in self.requests if r.method == "WS"]
+        if generate_only:
+            frames = [r for r in frames if not _is_warmup(r)]
+        return frames
 
     def blob_accounts(self, request: Recorded) -> list[str | None]:
         """Whose encrypted content a request's input carries, item by item."""
@@ -362,6 +384,14 @@ class FakeUpstream:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def _is_warmup(recorded: Recorded) -> bool:
+    try:
+        document = recorded.json()
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("generate") is False
 
 
 class _Server(ThreadingHTTPServer):
@@ -422,7 +452,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         r = self._record()
         if r.headers.get("upgrade", "").lower() == "websocket":
-            self._send(426, b"no websockets here", content_type="text/plain")
+            if self.fake.websockets and r.path.split("?", 1)[0].endswith("/responses"):
+                from tests.fakes.ws_upstream import serve_websocket
+
+                serve_websocket(self, r)
+            else:
+                self._send(426, b"no websockets here", content_type="text/plain")
         elif "/wham/accounts/check" in r.path:
             account = self.fake.wham_account_id or r.account_id or "acct-unknown"
             self._send(self.fake.accounts_check_status, json.dumps({"accounts": [{
@@ -540,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _responses(self, r: Recorded) -> None:
         account = r.account_id
-        time.sleep(self.fake.seen_delay)
+        time.sleep(self.fake.seen_delay + self.fake.delay_per_kib * len(r.raw) / 1024)
         if r.token in self.fake.revoked:
             body = {"error": {"type": "invalid_request_error", "code": "token_expired",
                               "message": "Provided authentication token is expired."}}  # fmt: skip
