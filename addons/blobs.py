@@ -70,22 +70,45 @@ class HistoryBook:
                     record.compacted_by = account
                     record.lost_compaction = False
 
-    def prepare(self, request: http.Request, decision: FlowDecision, account: str) -> None:
-        """Make `request` acceptable to `account`: remove items another account minted (and,
-        once a blob of unknown origin was rejected, every blob not proven to be `account`'s).
-        A body that needs no change is not decoded."""
+    def needs_rewrite(self, decision: FlowDecision, account: str) -> bool:
+        """Must a request of this flow be read before it goes to `account`? Decided without
+        reading it: a conversation that does not move is never decoded."""
         record = self.conversations.peek(decision.conversation) if decision.conversation else None
-        strip_unknown = decision.strip_unknown or (record is not None and record.strip_unknown)
-        original = decision.original_body
-        if not strip_unknown and (record is None or not record.needs_rewrite(account)):
+        if decision.strip_unknown or (record is not None and record.strip_unknown):
+            return True
+        return record is not None and record.needs_rewrite(account)
+
+    def prepare(self, request: http.Request, decision: FlowDecision, account: str) -> None:
+        """Make an HTTP request acceptable to `account` (see `rewrite`). A body that needs no
+        change is not decoded."""
+        if not self.needs_rewrite(decision, account):
             _restore_original(request, decision)
             return
+        original = decision.original_body
         if original is None:
             original = request.raw_content or b""
         try:
             body = encoding.decode(original, request.headers.get("content-encoding", "identity"))
             if not isinstance(body, bytes):
                 raise ValueError("not a byte body")
+        except ValueError:  # not decodable: upstream answers it as it would Codex
+            log.debug("history: request body not readable, sent as it is")
+            return
+        new = self.rewrite(body, decision, account)
+        if new is None:
+            _restore_original(request, decision)
+            return
+        decision.original_body = original
+        request.content = new  # re-encoded as Codex sent it (zstd), content-length set
+
+    def rewrite(self, body: bytes, decision: FlowDecision, account: str) -> bytes | None:
+        """A Responses request (an HTTP body, decoded, or a WebSocket `response.create` frame)
+        without the items another account minted (and, once a blob of unknown origin was
+        rejected, without every blob not proven to be `account`'s). None: nothing to change,
+        or not JSON (upstream answers it as it would Codex)."""
+        record = self.conversations.peek(decision.conversation) if decision.conversation else None
+        strip_unknown = decision.strip_unknown or (record is not None and record.strip_unknown)
+        try:
             if strip_unknown:
                 new, edit = rewrite_body(
                     body, lambda p: self.ledger.owner(p) != account, drop_orphans=True
@@ -94,15 +117,12 @@ class HistoryBook:
                 new, edit = rewrite_body(
                     body, lambda p: self.ledger.owner(p) not in (None, account)
                 )
-        except ValueError:  # not JSON or not decodable: upstream answers it as it would Codex
+        except ValueError:
             log.debug("history: request body not readable, sent as it is")
-            return
+            return None
         decision.stripped_unknown = strip_unknown
         if not edit.changed:
-            _restore_original(request, decision)
-            return
-        decision.original_body = original
-        request.content = new  # re-encoded as Codex sent it (zstd), content-length set
+            return None
         self.rewrites += 1
         self.removed.update(edit.removed)
         owners = sorted({self.ledger.owner(p) or "unknown" for p in edit.removed_prints})
@@ -123,6 +143,7 @@ class HistoryBook:
                 conversation,
                 record.compacted_by or "+".join(owners),
             )
+        return new
 
     def take_rejection(self, decision: FlowDecision) -> bool:
         """The upstream refused a blob on this request: strip every unproven blob from this

@@ -21,10 +21,11 @@ from .logfile import LogFile
 from .notify import Notify
 from .peer import PeerCheck
 from .retry import QuotaRetry
-from .router import AccountRouter, RequestLog, StatusEndpoint, WebSocketRefusal
+from .router import AccountRouter, RequestLog, StatusEndpoint
 from .stream import StreamWatcher
 from .usagepoll import UsagePoller
 from .usageview import UsageView
+from .websocket import WebSocketRelay
 
 log = logging.getLogger("cao.gateway")
 
@@ -151,7 +152,7 @@ def make_addons() -> list[object]:
         Startup(gateway),
         StatusEndpoint(gateway),
         UsageView(gateway, poller),  # before the router: Codex's usage view is the pool's
-        WebSocketRefusal(),
+        WebSocketRelay(gateway),  # before the router: --transport http answers 426
         AccountRouter(gateway),
         HistoryGuard(gateway),  # before CaptureBody: the body captured is the one sent
         CaptureBody(),

@@ -26,6 +26,10 @@ class FlowDecision:
     original_body: bytes | None = field(default=None, repr=False)
     strip_unknown: bool = False  # strip every blob not proven to be the account's (no id)
     stripped_unknown: bool = False  # this request already went without such blobs
+    # A WebSocket upgrade no account can serve: it goes to the account back soonest, and its
+    # requests are answered with the usage limit (websocket.py).
+    exhausted: bool = False
+    socket: Any = field(default=None, repr=False)  # websocket.SocketState once upgraded
 
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         # mitmproxy deep-copies metadata to save, export or show a flow, and can serialize

@@ -11,6 +11,8 @@ from mitmproxy import http
 
 from cao.config import defaults
 from cao.config.access import hide_route
+from cao.config.auth import AccountAuth
+from cao.config.pool import Availability
 from cao.config.quota import usage_limit_body
 from cao.config.tokens import RefreshFailed
 
@@ -18,7 +20,7 @@ from .access import fail_closed, is_websocket_upgrade
 from .decision import decision_for, decision_of
 from .gateway import Gateway, is_model_path, token_fingerprint
 from .redact import redact, set_secret_header
-from .routing import TURN_STATE_HEADER, conversation_id, is_continuation
+from .routing import TURN_STATE_HEADER, Choice, conversation_id, is_continuation
 
 log = logging.getLogger("cao.gateway")
 
@@ -40,15 +42,32 @@ class StatusEndpoint:
             flow.response = json_response(200, self.gateway.status_document())
 
 
-class WebSocketRefusal:
-    """Answer WebSocket upgrades 426, so Codex uses HTTP/SSE at once (a usage limit inside a
-    WebSocket session could not be retried on another account)."""
+async def route(
+    gateway: Gateway, conversation: str | None, continuation: bool
+) -> tuple[Choice, AccountAuth | None]:
+    """The one routing decision for a model request, HTTP or WebSocket upgrade alike: the
+    account (stickiness, strategy, --switch-at, cooldowns) and a token good for a while. An
+    account whose refresh fails is marked and the next one is tried."""
+    choice = gateway.choose(conversation, continuation)
+    while choice.account is not None:
+        try:
+            return choice, await gateway.fresh_auth(choice.account)
+        except RefreshFailed:  # the account is marked now; the next one is tried
+            choice = gateway.choose(conversation, continuation)
+    return choice, None
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None and is_websocket_upgrade(flow.request.headers):
-            flow.response = http.Response.make(
-                426, b"cao gateway: use HTTP/SSE", {"content-type": "text/plain"}
-            )
+
+async def back_soonest(gateway: Gateway, now: float) -> tuple[Choice, AccountAuth | None]:
+    """For a WebSocket upgrade no account can serve: the cooling account back soonest. A 429
+    on the handshake would make Codex say only "exceeded retry limit"; on an open socket the
+    gateway answers each request with the usage limit and its reset time (websocket.py)."""
+    cooling = [v for v in gateway.live.views() if v.availability(now) is Availability.COOLING]
+    for view in sorted(cooling, key=lambda v: v.state.cooling_until or now):
+        try:
+            return Choice(view), await gateway.fresh_auth(view)
+        except RefreshFailed:
+            continue
+    return Choice(None), None
 
 
 class AccountRouter:
@@ -72,24 +91,20 @@ class AccountRouter:
             self.gateway.debug.log_request(flow)
             return
         conversation = conversation_id(request.headers)
-        continuation = is_continuation(request.headers)
-        choice = self.gateway.choose(conversation, continuation)
-        auth = None
-        while choice.account is not None:
-            try:
-                auth = await self.gateway.fresh_auth(choice.account)
-                break
-            except RefreshFailed:  # the account is marked now; the next one is tried
-                choice = self.gateway.choose(conversation, continuation)
+        choice, auth = await route(self.gateway, conversation, is_continuation(request.headers))
+        now = time.time()
+        if (choice.account is None or auth is None) and is_websocket_upgrade(request.headers):
+            choice, auth = await back_soonest(self.gateway, now)
+            decision.exhausted = choice.account is not None
         if choice.account is None or auth is None:
-            now = time.time()
             resets_at = self.gateway.live.earliest_reset(now) or now + self.gateway.cooldown
             flow.response = http.Response.make(429, usage_limit_body(resets_at, now), JSON)
             return
         if choice.moved_from is not None:
             # The turn state was minted for the other account.
             request.headers.pop(TURN_STATE_HEADER, None)
-        self.gateway.assign(conversation, choice)
+        if not decision.exhausted:
+            self.gateway.assign(conversation, choice)
         decision.account = choice.account.name
         decision.conversation = conversation
         token = auth.access_token or ""

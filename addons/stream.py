@@ -7,6 +7,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
@@ -87,7 +88,7 @@ class SseScanner:
     matter to `on_event` once they are complete (decoded first if the stream is compressed)."""
 
     def __init__(
-        self, on_event: Callable[[dict[str, Any]], None], decoder: Decoder | None = None
+        self, on_event: Callable[[dict[str, Any]], object], decoder: Decoder | None = None
     ) -> None:
         self.on_event = on_event
         self.decoder = decoder
@@ -123,25 +124,35 @@ def is_event_stream(response: http.Response) -> bool:
     return str(response.headers.get("content-type", "")).startswith("text/event-stream")
 
 
+class Outcome(StrEnum):
+    """What a `response.failed` event meant for the request (the WebSocket relay acts on it)."""
+
+    LIMITED = "limited"  # the account cooled: the request belongs on another account
+    RESEND = "resend"  # a refused blob: send again without unproven ones
+
+
 class AnswerReader:
     """What one answer's events tell the gateway: a usage limit inside a 200 stream (the
     account cools; Codex re-sends and the re-send goes elsewhere), a refused blob inside it
-    (Codex re-sends; the re-send goes without unproven blobs), and the blobs it mints."""
+    (Codex re-sends; the re-send goes without unproven blobs), and the blobs it mints.
+    SSE events and WebSocket frames alike."""
 
     def __init__(self, gateway: Gateway, decision: FlowDecision, account: str) -> None:
         self.gateway = gateway
         self.decision = decision
         self.account = account
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: dict[str, Any]) -> Outcome | None:
         if event.get("type") == "response.failed":
             signal = classify_stream_event(event, time.time(), self.gateway.cooldown)
             if signal is not None:
                 self.gateway.live.mark_limited(self.account, signal)
-            elif is_rejection_event(event):
-                self.gateway.history.take_rejection(self.decision)
-            return
+                return Outcome.LIMITED
+            if is_rejection_event(event) and self.gateway.history.take_rejection(self.decision):
+                return Outcome.RESEND
+            return None
         self.gateway.history.learn(self.account, self.decision.conversation, event)
+        return None
 
     def read_whole(self, response: http.Response) -> None:
         """An answer that arrived in one piece (inline retry) is read the same way."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from typing import Any
 
-from cao.config.quota import usage_windows
+from cao.config.quota import WINDOWS, usage_windows
 from cao.config.state import PoolState, UsageWindow
 
 from .livepool import LivePool
@@ -14,6 +15,28 @@ from .livepool import LivePool
 Windows = dict[str, tuple[float, float | None]]
 MIN_WRITE_INTERVAL = 1.0  # per account
 LAST_USED_INTERVAL = 60.0  # last_used is for humans; a minute's precision is plenty
+
+
+def rate_limit_headers(event: Mapping[str, Any]) -> dict[str, str]:
+    """A WebSocket `codex.rate_limits` event as the `x-codex-*` headers an HTTP answer carries,
+    so both feed the one reading (config/quota.py `usage_windows`)."""
+    headers: dict[str, str] = {}
+    limits = event.get("rate_limits")
+    if not isinstance(limits, Mapping):
+        return headers
+    for name in WINDOWS:
+        window = limits.get(name)
+        if not isinstance(window, Mapping):
+            continue
+        for key, header in (
+            ("used_percent", "used-percent"),
+            ("window_minutes", "window-minutes"),
+            ("reset_at", "reset-at"),
+        ):
+            value = window.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                headers[f"x-codex-{name}-{header}"] = str(value)
+    return headers
 
 
 class UsageBook:

@@ -35,6 +35,11 @@ class RetryMode(StrEnum):
     inline = "inline"
 
 
+class Transport(StrEnum):
+    auto = "auto"
+    http = "http"
+
+
 def mitm_tool(name: str) -> str:
     beside = Path(sys.executable).parent / name  # the one installed with cao
     found = str(beside) if beside.exists() else shutil.which(name)
@@ -85,6 +90,7 @@ def mitm_args(
     require_key: bool = False,
     switch_live: bool = False,
     notify: bool = False,
+    transport: str = Transport.auto.value,
 ) -> list[str]:
     confdir = store.data_dir / ".mitmproxy"  # private: ~/.mitmproxy/config.yaml cannot interfere
     args = [
@@ -108,6 +114,7 @@ def mitm_args(
         "--set", f"cao_require_key={'true' if require_key else 'false'}",
         "--set", f"cao_switch_live={'true' if switch_live else 'false'}",
         "--set", f"cao_notify={'true' if notify else 'false'}",
+        "--set", f"cao_transport={transport}",
         # The gateway checks the client's Host itself, then names the upstream (access.py).
         "--set", "keep_host_header=true",
         # Larger bodies are refused with 413 before they are buffered (mitmproxy checks the
@@ -184,6 +191,13 @@ def start(
             "whose unused quota resets first, or the most quota left."
         ),
     ] = DEFAULT_STRATEGY,
+    transport: Annotated[
+        Transport,
+        typer.Option(
+            help="auto: Codex's WebSocket passes through (failover included); http: Codex "
+            "is told to use HTTP/SSE (426 to its upgrades)."
+        ),
+    ] = Transport.auto,
     web: Annotated[
         bool, typer.Option("--web", help="Run mitmweb (inspect flows) instead of mitmdump.")
     ] = False,
@@ -285,6 +299,7 @@ def start(
         cooldown_seconds=cooldown_seconds, switch_at=switch_at, web=web, upstream_ca=upstream_ca,
         web_port=web_port, usage_interval=usage_interval, strategy=strategy.value,
         require_key=require_key, switch_live=switch_live, notify=notify,
+        transport=transport.value,
     )  # fmt: skip
     if log_file is not None:
         args += ["--set", f"cao_log_file={log_file.absolute()}"]

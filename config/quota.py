@@ -142,8 +142,8 @@ def classify_stream_event(
     return QuotaSignal(QuotaKind.USAGE_LIMIT, sane_reset(resets_at, now, cooldown), message)
 
 
-def usage_limit_body(resets_at: float, now: float, plan_type: str | None = None) -> bytes:
-    """The 429 Codex understands, for when no account is usable."""
+def usage_limit_error(resets_at: float, now: float, plan_type: str | None = None) -> dict[str, Any]:
+    """The usage-limit error object Codex understands, for when no account is usable."""
     error: dict[str, Any] = {
         "type": "usage_limit_reached",
         "message": "The usage limit has been reached on every cao account",
@@ -152,7 +152,18 @@ def usage_limit_body(resets_at: float, now: float, plan_type: str | None = None)
     }
     if plan_type:
         error["plan_type"] = plan_type
-    return json.dumps({"error": error}).encode()
+    return error
+
+
+def usage_limit_body(resets_at: float, now: float, plan_type: str | None = None) -> bytes:
+    """The 429 body Codex understands (HTTP)."""
+    return json.dumps({"error": usage_limit_error(resets_at, now, plan_type)}).encode()
+
+
+def usage_limit_frame(resets_at: float, now: float, plan_type: str | None = None) -> bytes:
+    """The same answer as a WebSocket error frame (Codex reads it as that HTTP answer)."""
+    error = usage_limit_error(resets_at, now, plan_type)
+    return json.dumps({"type": "error", "status": 429, "error": error, "headers": {}}).encode()
 
 
 # -- what Codex prints (cao run) ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""AccountRouter, AuthInjector, StatusEndpoint, WebSocketRefusal with mitmproxy's test helpers."""
+"""AccountRouter, AuthInjector, StatusEndpoint with mitmproxy's test helpers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mitmproxy.tools.web.app import flow_to_json
 
 from cao.addons.gateway import Gateway
 from cao.addons.redact import REDACTED_AUTH
-from cao.addons.router import AccountRouter, StatusEndpoint, WebSocketRefusal
+from cao.addons.router import AccountRouter, StatusEndpoint
 from tests.helpers import write_account
 
 
@@ -80,14 +80,11 @@ async def test_no_usable_account_answers_429(gateway: Gateway) -> None:
     assert json.loads(flow.response.content or b"")["error"]["resets_at"] == 4_000_000_000
 
 
-def test_status_endpoint_and_websocket(gateway: Gateway) -> None:
+def test_status_endpoint(gateway: Gateway) -> None:
     flow = tflow.tflow(req=tutils.treq(path=b"/__cao/status", method=b"GET"))
     StatusEndpoint(gateway).requestheaders(flow)
     assert flow.response is not None
     assert [a["name"] for a in json.loads(flow.response.content or b"")["accounts"]] == ["a", "b"]
-    ws = model_flow(upgrade="websocket")
-    WebSocketRefusal().requestheaders(ws)
-    assert ws.response is not None and ws.response.status_code == 426
 
 
 def test_bad_options_are_refused(data_dir: Path) -> None:

@@ -172,8 +172,10 @@ def test_conversation_stays_on_its_account(
     assert status(gw)["a"]["status"] == "usable"
 
 
-def test_websocket_upgrade_gets_426(start_gateway: StartGateway, upstream: FakeUpstream) -> None:
-    gw = start_gateway()
+def test_websocket_upgrade_gets_426_with_transport_http(
+    start_gateway: StartGateway, upstream: FakeUpstream
+) -> None:
+    gw = start_gateway("--transport", "http")
     response = httpx.get(
         gw.base + MODEL,
         headers={
