@@ -26,6 +26,9 @@ def test_bench_smoke_run() -> None:
     assert "| failover A 429 -> B first event (redirect) | ms |" in result.stdout
     assert "| failover A 429 -> B first event (redirect, polling off) | ms |" in result.stdout
     assert "| first failover: usage polling on - off | ms |" in result.stdout
+    assert "| WebSocket frame round trip (request frame -> first answer frame), median" in (
+        result.stdout
+    )
     raw = REPO / result.stdout.rsplit("raw numbers: ", 1)[1].strip()
     try:
         document = json.loads(Path(raw).read_text())

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from tests.bench.websocket import TOOL_CALLS, codex_path, frame_rows, tool_turns
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
 from tests.helpers import CAO, REPO, cao_env, write_account
@@ -604,6 +605,7 @@ def main() -> int:
                 lambda: fresh_failover(upstream, root, 2 if quick else 9),
             )
             rows += step("moved history", lambda: moved_history(upstream, gw, n_fail))
+            rows += step("WebSocket frames", lambda: frame_rows(root / "ws-frames", n_sse * 3))
             peak = rss_mib(pid, "VmHWM")
             raw["rss_after_mib"] = rss_mib(pid)
             raw["rss_peak_mib"] = peak
@@ -618,6 +620,15 @@ def main() -> int:
             bare.terminate()
             bare.wait(10)
             upstream.stop()
+        codex = codex_path()
+        if codex is not None:
+            ws_rows, raw["codex_turns"] = step(
+                f"Codex {TOOL_CALLS}-tool-call turns (WebSocket / HTTP)",
+                lambda: tool_turns(root / "codex", codex, max(1, runs - 2)),
+            )
+            rows += ws_rows
+        else:
+            print("bench: the real Codex is not installed (make codex): no Codex turn rows")
         rows += step("cao list / status", lambda: cli_rows(root / "cli", runs))
         rows.append(step("cao run PTY relay", lambda: pty_relay(root / "pty", max(3, runs))))
     raw["rows"] = [{**asdict(r), "added": r.added, "ratio": r.ratio} for r in rows]
