@@ -74,7 +74,9 @@ _TYPE = re.compile(rb'\A\s*\{\s*"type"\s*:\s*"([^"]{1,64})"')
 _RESPONSE_ID = re.compile(rb'"response"\s*:\s*\{\s*"id"\s*:\s*"([^"]{1,200})"')
 _PREVIOUS_ID = re.compile(rb'"previous_response_id"\s*:\s*"([^"]{1,200})"')
 # Server frames that say nothing of the response's output reaching Codex.
-NOT_OUTPUT = frozenset({"response.created", "response.in_progress", "codex.rate_limits"})
+NOT_OUTPUT = frozenset(
+    {"response.created", "response.in_progress", "response.failed", "codex.rate_limits"}
+)
 
 
 def frame_type(content: bytes) -> str | None:

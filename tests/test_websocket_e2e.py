@@ -97,13 +97,15 @@ def test_ten_tool_calls_stay_incremental(world: World, upstream: FakeUpstream) -
         assert [i["type"] for i in frame["input"]] == ["function_call_output"]
 
 
-def test_usage_limit_frame_fails_over_to_b(world: World, upstream: FakeUpstream) -> None:
-    """a's usage limit arrives as an error frame on a tool call's follow-up (mid-turn): Codex
-    never sees it, reconnects, and the turn completes on b without a's blobs."""
-    upstream.queue("acct-a", Answer("tool"), Answer("quota"))
+@pytest.mark.parametrize("kind", ["quota", "rate", "sse_quota"])
+def test_usage_limit_frame_fails_over_to_b(world: World, upstream: FakeUpstream, kind: str) -> None:
+    """a's usage limit (an error frame; a rate limit; a `response.failed`) arrives on a tool
+    call's follow-up (mid-turn): Codex never sees it, reconnects, and the turn completes on b
+    without a's blobs."""
+    upstream.queue("acct-a", Answer("tool"), Answer(kind))
     gw = world.start()
     output = world.codex_run([*EXEC_ARGS, "use the clock"])
-    gw.wait_for_log(r"websocket failover \S+: account a hit its quota; Codex reconnects to b")
+    gw.wait_for_log(r"websocket failover \S+: account a hit its .*; Codex reconnects to b")
     gw.wait_for_log(r"history \S+: a -> b, removed 1 reasoning")
     assert "hello from acct-b" in output
     no_limit_text(output)
@@ -118,6 +120,48 @@ def test_usage_limit_frame_fails_over_to_b(world: World, upstream: FakeUpstream)
     assert "function_call" in types and "function_call_output" in types
     assert upstream.rejected == []
     assert upstream.model_requests() == []
+
+
+def test_two_failovers_in_one_request(world: World, upstream: FakeUpstream, data_dir: Path) -> None:
+    """a and b both limited: two reconnects in a row, the turn completes on c. (Codex counts
+    each reconnect of one request: the second prints "Reconnecting... 2/5", measured.)"""
+    write_account(data_dir, "c")
+    upstream.queue("acct-a", Answer("quota"))
+    upstream.queue("acct-b", Answer("quota"))
+    world.start()
+    output = world.codex_run([*EXEC_ARGS, "say hi"])
+    assert "hello from acct-c" in output
+    no_limit_text(output)
+    assert [s.account_id for s in upstream.sockets] == ["acct-a", "acct-b", "acct-c"]
+
+
+def test_connection_limit_passes_through_and_stays(world: World, upstream: FakeUpstream) -> None:
+    """The backend's own connection limit reaches Codex (it reconnects and re-sends in full);
+    the conversation stays on its account."""
+    upstream.queue("acct-a", *[Answer("tool") for _ in range(3)])
+    upstream.ws_max_age = 0.05
+    world.start()
+    output = world.codex_run([*EXEC_ARGS, "use the clock"])
+    assert "hello from acct-a" in output
+    assert {s.account_id for s in upstream.sockets} == {"acct-a"}
+    assert len(upstream.sockets) > 1
+
+
+def test_revoked_token_on_the_handshake(
+    world: World, upstream: FakeUpstream, data_dir: Path
+) -> None:
+    """a's token was revoked elsewhere and its refresh fails: the upgrade's 401 never reaches
+    Codex (it would spend Codex's own refresh token); the turn completes on b over the socket."""
+    auth = json.loads((data_dir / "a" / "auth.json").read_text())
+    upstream.revoked = {auth["tokens"]["access_token"]}
+    gw = world.start("--auth-url", upstream.url)
+    output = world.codex_run([*EXEC_ARGS, "say hi"])
+    gw.wait_for_log(r"GET /backend-api/codex/responses account=a 307")
+    assert "hello from acct-b" in output
+    assert "Falling back" not in output and "Reconnecting" not in output
+    refreshes = [r.body for r in upstream.requests if r.path.endswith("/oauth/token")]
+    assert not any(b"refresh-user" in body for body in refreshes)  # Codex kept its own login
+    assert upstream.sockets[-1].account_id == "acct-b"
 
 
 def test_all_accounts_exhausted_says_when(world: World, upstream: FakeUpstream) -> None:
@@ -185,3 +229,38 @@ def test_rate_limits_event_feeds_usage(world: World, upstream: FakeUpstream) -> 
             break
         time.sleep(0.1)
     assert usage["a"] == {"300": {"used_percent": 42.0, "resets_at": float(reset)}}
+
+
+def test_mitmweb_shows_the_socket_without_a_token(
+    world: World, upstream: FakeUpstream, data_dir: Path
+) -> None:
+    """--web: the handshake is a flow like any other (its token redacted) and the socket's
+    messages are shown, none with a token."""
+    import re
+
+    from tests.test_access_e2e import pool_tokens
+    from tests.test_refresh_e2e import free_port
+
+    upstream.queue("acct-a", Answer("tool"))
+    web_port = free_port()
+    gw = world.start("--web", "--web-port", str(web_port))
+    world.codex_run([*EXEC_ARGS, "use the clock"])
+    token = re.search(r"token=(\w+)", gw.wait_for_log("Web server listening at"))
+    assert token is not None
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{web_port}",
+        headers={"authorization": f"Bearer {token.group(1)}"},
+        timeout=10,
+    ) as web:
+        flows = web.get("/flows").json()
+        sockets = [f for f in flows if f.get("websocket")]
+        assert len(sockets) == 1
+        seen = [web.get("/flows").text, web.get(f"/flows/{sockets[0]['id']}").text]
+        messages = web.get(f"/flows/{sockets[0]['id']}/messages/content/auto.json")
+        assert messages.status_code == 200, messages.text
+        seen.append(messages.text)
+    text = "\n".join(seen)
+    assert "response.create" in messages.text and "function_call_output" in messages.text
+    assert "redacted by cao" in text
+    for secret in pool_tokens(data_dir):
+        assert secret not in text
