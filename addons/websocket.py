@@ -70,6 +70,7 @@ PREVIOUS_NOT_FOUND_FRAME = json.dumps(
     }
 ).encode()
 
+WARM_UP_MAX = 16 << 10
 _TYPE = re.compile(rb'\A\s*\{\s*"type"\s*:\s*"([^"]{1,64})"')
 _RESPONSE_ID = re.compile(rb'"response"\s*:\s*\{\s*"id"\s*:\s*"([^"]{1,200})"')
 _PREVIOUS_ID = re.compile(rb'"previous_response_id"\s*:\s*"([^"]{1,200})"')
@@ -201,7 +202,8 @@ class WebSocketRelay:
     ) -> None:
         content = message.content
         state.output_seen = False
-        warm_up = b'"generate":false' in content
+        # A warm-up has no input, so it is small: large frames are not scanned for it.
+        warm_up = len(content) <= WARM_UP_MAX and b'"generate":false' in content
         if not warm_up:
             state.requests += 1
         if decision.exhausted:

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from tests.bench.websocket import TOOL_CALLS, codex_path, frame_rows, tool_turns
+from tests.bench.websocket import TOOL_CALLS, codex_path, frame_rows, relay_cost, tool_turns
 from tests.fakes.upstream import Answer, FakeUpstream
 from tests.gateway_proc import GatewayProcess
 from tests.helpers import CAO, REPO, cao_env, write_account
@@ -606,6 +606,7 @@ def main() -> int:
             )
             rows += step("moved history", lambda: moved_history(upstream, gw, n_fail))
             rows += step("WebSocket frames", lambda: frame_rows(root / "ws-frames", n_sse * 3))
+            rows += step("WebSocket relay addon", lambda: relay_cost(root / "ws-relay", n_post))
             peak = rss_mib(pid, "VmHWM")
             raw["rss_after_mib"] = rss_mib(pid)
             raw["rss_peak_mib"] = peak

@@ -262,3 +262,64 @@ def frame_rows(root: Path, n: int) -> list[Any]:
     finally:
         gw.stop()
         upstream.stop()
+
+
+# -- the relay's own cost per frame -------------------------------------------------------------
+
+
+def relay_cost(root: Path, n: int) -> list[Any]:
+    """WebSocketRelay.websocket_message alone, in this process (median µs per frame): what the
+    gateway's addon adds to each frame on top of mitmproxy's relay."""
+    from mitmproxy.test import taddons, tflow
+    from mitmproxy.websocket import WebSocketMessage
+    from wsproto.frame_protocol import Opcode
+
+    from cao.addons.decision import FlowDecision
+    from cao.addons.gateway import Gateway
+    from cao.addons.websocket import WebSocketRelay
+    from tests.bench.run import Row, data_dir_with, history_of
+    from tests.fakes.upstream import reasoning_item
+
+    data = data_dir_with(root, ["a", "b"])
+    gateway = Gateway()
+    relay = WebSocketRelay(gateway)
+    foreign = reasoning_item("acct-b")
+    first = {"type": "response.create", "model": "gpt", "input": history_of(77_000, [foreign]),
+             "previous_response_id": "resp_warm", "store": False}  # fmt: skip
+    incremental = {"type": "response.create", "previous_response_id": "resp_1", "input": [
+        {"type": "function_call_output", "call_id": "c1", "output": "x" * 1900}]}  # fmt: skip
+    delta = {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "hello "}
+    done = {"type": "response.output_item.done", "item": reasoning_item("acct-a")}
+    cases = [
+        ("stays", True, incremental, "request frame, 2 KB (incremental)"),
+        ("stays", True, first, "request frame, 77 KB (first on a socket)"),
+        ("stays", False, delta, "answer frame: text delta"),
+        ("stays", False, done, "answer frame: reasoning item (its blob recorded)"),
+        ("moved", True, first, "request frame, 77 KB, moved conversation (rewritten)"),
+    ]
+    rows = []
+    with taddons.context(relay, gateway) as tctx:
+        tctx.configure(gateway, cao_data_dir=str(data))
+        gateway.history.learn("b", "moved", {"item": foreign})
+        flows = {}
+        for conversation in ("stays", "moved"):
+            flow = tflow.twebsocketflow(messages=False)
+            flow.metadata["cao"] = FlowDecision(0.0, account="a", conversation=conversation)
+            relay.websocket_start(flow)
+            flow.metadata["cao"].socket.response_ids.update({"resp_warm", "resp_1"})
+            flows[conversation] = flow
+        for conversation, from_client, document, label in cases:
+            flow = flows[conversation]
+            assert flow.websocket is not None
+            content = json.dumps(document).encode()
+            times = []
+            for _ in range(n):
+                message = WebSocketMessage(Opcode.TEXT, from_client, content)
+                flow.websocket.messages.append(message)
+                started = time.perf_counter()
+                relay.websocket_message(flow)
+                times.append(time.perf_counter() - started)
+                assert not message.dropped, label
+            rows.append(Row(f"relay addon per frame: {label}", "µs", None,
+                            statistics.median(times) * 1e6))  # fmt: skip
+    return rows
