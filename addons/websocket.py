@@ -32,7 +32,7 @@ from mitmproxy.proxy.layers.websocket import Fragmentizer
 from mitmproxy.websocket import WebSocketMessage
 
 from cao.config.history import is_rejection
-from cao.config.quota import classify_error, usage_limit_frame
+from cao.config.quota import QuotaKind, classify_error, usage_limit_frame
 
 from .access import is_websocket_upgrade
 from .decision import FlowDecision, decision_of
@@ -170,12 +170,21 @@ class WebSocketRelay:
             del messages[:-1]
         if message.injected:
             return
-        if state.ended is not None:
-            message.drop()  # the socket is done; Codex reconnects
-        elif message.from_client:
-            self.client_frame(flow, decision, state, message)
-        else:
-            self.server_frame(flow, decision, state, message)
+        try:
+            if state.ended is not None:
+                message.drop()  # the socket is done; Codex reconnects
+            elif message.from_client:
+                self.client_frame(flow, decision, state, message)
+            else:
+                self.server_frame(flow, decision, state, message)
+        except Exception as e:  # fail closed: Codex re-sends on a new socket, as after a 503
+            log.error("WebSocketRelay failed on a frame (%s): socket ended", type(e).__name__)
+            state.ended = f"internal error ({type(e).__name__})"
+            if message.from_client:
+                message.drop()
+                self.inject(flow, RECONNECT_FRAME)
+            else:
+                message.content = RECONNECT_FRAME
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         decision = decision_of(flow)
@@ -235,14 +244,19 @@ class WebSocketRelay:
         if view is not None and view.usable(now):
             return False
         message.drop()
+        self.inject(flow, self.exhausted_frame(state))
+        return True
+
+    def exhausted_frame(self, state: SocketState) -> bytes:
+        """The usage limit naming the earliest moment any account is usable again."""
+        now = time.time()
         resets_at = self.gateway.live.earliest_reset(now) or now + self.gateway.cooldown
-        self.inject(flow, usage_limit_frame(resets_at, now))
         log.warning(
             "websocket %s: every account is limited; earliest reset %s",
             state.conversation or "-",
             time.strftime("%H:%M:%S", time.localtime(resets_at)),
         )
-        return True
+        return usage_limit_frame(resets_at, now)
 
     # -- upstream -> Codex -------------------------------------------------------------------------
 
@@ -272,7 +286,7 @@ class WebSocketRelay:
                 return
             outcome = state.reader.on_event(event)
             if outcome is Outcome.LIMITED:
-                self.limited(flow, state, message, "usage limit (response.failed)")
+                self.limited(state, message, QuotaKind.USAGE_LIMIT, "usage limit (in-stream)")
             elif outcome is Outcome.RESEND:
                 self.reconnect(state, message, "refused encrypted content")
 
@@ -295,17 +309,18 @@ class WebSocketRelay:
         if signal is not None:
             self.gateway.usage.record(state.account, headers)
             self.gateway.live.mark_limited(state.account, signal)
-            self.limited(flow, state, message, signal.kind.value)
+            self.limited(state, message, signal.kind, signal.kind.value)
         elif is_rejection(status, event) and self.gateway.history.take_rejection(
             state.reader.decision
         ):
             self.reconnect(state, message, "refused encrypted content")
 
     def limited(
-        self, flow: http.HTTPFlow, state: SocketState, message: WebSocketMessage, why: str
+        self, state: SocketState, message: WebSocketMessage, kind: QuotaKind, why: str
     ) -> None:
         """The account just cooled. Before any output: Codex goes on elsewhere, or learns when
-        to come back; after output, Codex gets the answer as it is (as over HTTP)."""
+        to come back; after output, Codex gets the answer as it is (as over HTTP). A rate limit
+        with no account left passes as it is too (Codex honours its Retry-After)."""
         if state.output_seen:
             return
         choice = self.gateway.choose(state.conversation, continuation=False)
@@ -319,14 +334,8 @@ class WebSocketRelay:
             )
             self.reconnect(state, message, f"failover: {why}")
             return
-        now = time.time()
-        resets_at = self.gateway.live.earliest_reset(now) or now + self.gateway.cooldown
-        message.content = usage_limit_frame(resets_at, now)
-        log.warning(
-            "websocket %s: every account is limited; earliest reset %s",
-            state.conversation or "-",
-            time.strftime("%H:%M:%S", time.localtime(resets_at)),
-        )
+        if kind is QuotaKind.USAGE_LIMIT:
+            message.content = self.exhausted_frame(state)
 
     def reconnect(self, state: SocketState, message: WebSocketMessage, why: str) -> None:
         """Codex drops this socket and re-sends the whole request on a new one."""

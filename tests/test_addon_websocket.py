@@ -193,3 +193,35 @@ def test_router_opens_an_exhausted_upgrade_on_the_account_back_soonest(
     post = tflow.tflow(req=tutils.treq(path=b"/backend-api/codex/responses", method=b"POST"))
     asyncio.run(router.requestheaders(post))
     assert post.response is not None and post.response.status_code == 429
+
+
+def test_rate_limit_with_no_account_left_passes(gateway: Gateway, relay: Any) -> None:
+    from cao.config.quota import QuotaKind, QuotaSignal
+
+    addon, _ = relay
+    gateway.live.mark_limited("b", QuotaSignal(QuotaKind.USAGE_LIMIT, time.time() + 600))
+    flow = open_socket(gateway, addon)
+    send(addon, flow, True, {"type": "response.create", "input": []})
+    error = {
+        "type": "error",
+        "status": 429,
+        "error": {"type": "rate_limit_exceeded", "message": "slow down"},
+        "headers": {"retry-after": "2"},
+    }
+    message = send(addon, flow, False, error)
+    assert json.loads(message.content) == error  # Codex waits Retry-After and re-sends
+
+
+def test_an_internal_error_ends_the_socket_as_codex_retries(
+    gateway: Gateway, relay: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    addon, _ = relay
+    flow = open_socket(gateway, addon)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(addon, "server_frame", broken)
+    message = send(addon, flow, False, {"type": "response.created", "response": {"id": "r"}})
+    assert message.content == RECONNECT_FRAME
+    assert flow.metadata["cao"].socket.ended.startswith("internal error")
