@@ -95,7 +95,8 @@ def test_retryable_answers_reconnect_with_the_full_request(
 
 
 def test_handshake_429(upstream: FakeUpstream, tmp_path: Path, codex: Path) -> None:
-    """Why the gateway never refuses an upgrade with 429: 0.169 does not show the reset time."""
+    """Why the gateway never refuses an upgrade with 429: Codex shows the reset time only
+    sometimes (both versions, at random: a race in Codex), else "exceeded retry limit"."""
     home = direct_home(upstream, tmp_path)
     resets_at = int(time.time()) + 7200
     error = {"type": "usage_limit_reached", "message": "The usage limit has been reached",
@@ -104,7 +105,7 @@ def test_handshake_429(upstream: FakeUpstream, tmp_path: Path, codex: Path) -> N
     code, output = codex_exec(codex, home, tmp_path)
     assert code == 1
     assert "failed to connect to Responses WebSocket" in output
-    if codex.parent.parent.parent.name == "codex-0.169.0":
-        assert "exceeded retry limit, last status: 429" in output
-    else:
-        assert "hit your usage limit" in output.replace("’", "'")
+    assert (
+        "exceeded retry limit, last status: 429" in output
+        or "hit your usage limit" in output.replace("’", "'")
+    ), output
