@@ -625,7 +625,7 @@ def main() -> int:
         if codex is not None:
             ws_rows, raw["codex_turns"] = step(
                 f"Codex {TOOL_CALLS}-tool-call turns (WebSocket / HTTP)",
-                lambda: tool_turns(root / "codex", codex, max(1, runs - 2)),
+                lambda: tool_turns(root / "codex", codex, runs),
             )
             rows += ws_rows
         else:
