@@ -181,9 +181,14 @@ def test_all_accounts_exhausted_says_when(world: World, upstream: FakeUpstream) 
     assert "usage limit" in again and len(upstream.ws_requests()) == before
 
 
-def test_resumed_after_a_gateway_restart(world: World, upstream: FakeUpstream) -> None:
-    """The new gateway cannot know who minted turn 1's reasoning: b refuses it in an error
-    frame; the gateway has Codex re-send on a new socket, stripped, and the turn completes."""
+@pytest.mark.parametrize("rejection", ["code", "null_code", "stream"])
+def test_resumed_after_a_gateway_restart(
+    world: World, upstream: FakeUpstream, rejection: str
+) -> None:
+    """The new gateway cannot know who minted turn 1's reasoning: b refuses it (an error frame
+    with or without its code, or `response.failed`); the gateway has Codex re-send on a new
+    socket, stripped, and the turn completes."""
+    upstream.rejection = rejection
     world.start()
     first = world.codex_run([*EXEC_ARGS, "first task"])
     world.stop()
