@@ -269,3 +269,40 @@ def test_mitmweb_shows_the_socket_without_a_token(
     assert "redacted by cao" in text
     for secret in pool_tokens(data_dir):
         assert secret not in text
+
+
+def test_compacted_conversation_over_the_socket(
+    world: World, upstream: FakeUpstream, data_dir: Path
+) -> None:
+    """Remote compaction over the socket (a `response.create` ending in `compaction_trigger`):
+    the gateway learns a's compaction item from the frames, keeps the conversation on a past
+    --switch-at (usage read from `codex.rate_limits` events), and when a is limited the turn
+    completes on b without it, the loss logged."""
+    config = world.home / "config.toml"
+    config.write_text("model_auto_compact_token_limit = 5000\n" + config.read_text())
+    upstream.usage_tokens = 9_000_000  # every turn reports a huge context: Codex compacts
+    gw = world.start()
+    first = world.codex_run([*EXEC_ARGS, "first task"])
+    session = session_of(first)
+    upstream.usage_headers["acct-a"] = {
+        "x-codex-primary-used-percent": "97",  # above --switch-at (95)
+        "x-codex-primary-window-minutes": "300",
+        "x-codex-primary-reset-at": "4102444800",
+    }
+    world.codex_run(resume_args(session, "second task"))  # compacts on a, then answers
+    assert upstream.compactions >= 1
+    third = world.codex_run(resume_args(session, "third task"))
+    assert "hello from acct-a" in third  # pinned by its compaction, though a is at 97 %
+    other = world.codex_run([*EXEC_ARGS, "another conversation"])
+    assert "hello from acct-b" in other  # new conversations leave a
+    upstream.queue("acct-a", Answer("quota"))
+    fourth = world.codex_run(resume_args(session, "fourth task"))
+    assert "hello from acct-b" in fourth
+    no_limit_text(fourth)
+    moved = upstream.ws_requests()[-1]
+    types = [i.get("type") for i in moved.json()["input"]]
+    assert moved.account_id == "acct-b" and "compaction" not in types
+    assert "fourth task" in json.dumps(moved.json()["input"])
+    assert upstream.rejected == []
+    assert upstream.model_requests() == []
+    gw.wait_for_log(r"conversation \S+ lost its compacted history: account a made the summary")
