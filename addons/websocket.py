@@ -274,8 +274,13 @@ class WebSocketRelay:
             return
         if kind not in NOT_OUTPUT:
             state.output_seen = True
-        if kind in ("response.created", "response.completed") and (rid := response_id(content)):
-            state.response_ids.add(rid)
+        if kind in ("response.created", "response.completed"):
+            rid = response_id(content)
+            if rid is None and kind == "response.created":  # an unusual key order: decode
+                response = (json_object(content) or {}).get("response")
+                rid = response.get("id") if isinstance(response, dict) else None
+            if isinstance(rid, str):
+                state.response_ids.add(rid)
         if kind == "codex.rate_limits":
             if (event := json_object(content)) is not None:
                 self.gateway.usage.record(state.account, rate_limit_headers(event))

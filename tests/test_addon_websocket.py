@@ -113,8 +113,9 @@ def test_moved_conversation_frames_lose_foreign_blobs(gateway: Gateway, relay: A
     mine = reasoning_item("acct-a")
     gateway.history.learn("a", "conv-1", {"item": mine})  # a minted it; b serves now
     flow = open_socket(gateway, addon, "b")
-    created = {"type": "response.created", "response": {"id": "resp_b1"}}
+    created = {"type": "response.created", "response": {"object": "response", "id": "resp_b1"}}
     send(addon, flow, False, created)
+    assert flow.metadata["cao"].socket.response_ids == {"resp_b1"}
     frame = {"type": "response.create", "input": [{"role": "user", "content": "hi"}, mine]}
     message = send(addon, flow, True, frame)
     assert json.loads(message.content)["input"] == [{"role": "user", "content": "hi"}]
