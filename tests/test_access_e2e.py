@@ -387,7 +387,8 @@ def test_non_canonical_requests_are_refused(
 def test_every_websocket_upgrade_is_recognised(
     gw: GatewayProcess, upstream: FakeUpstream, upgrade: str
 ) -> None:
-    """A listed `websocket` token is an upgrade, as the exact value is (426 until the relay)."""
+    """A listed `websocket` token is an upgrade, as the exact value is (routed alike; this fake
+    backend has no WebSocket and answers both 426)."""
     exact, _ = raw_request(
         gw, f"GET {MODEL} HTTP/1.1\nHost: 127.0.0.1:{gw.port}\nConnection: Upgrade\n"
         "Upgrade: websocket\n",

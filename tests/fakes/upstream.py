@@ -386,6 +386,11 @@ class FakeUpstream:
             self._server.server_close()
 
 
+def _is_upgrade(value: str) -> bool:
+    """`websocket` among the Upgrade header's tokens, as a server reads it."""
+    return any(t.strip().lower().split("/", 1)[0] == "websocket" for t in value.split(","))
+
+
 def _is_warmup(recorded: Recorded) -> bool:
     try:
         document = recorded.json()
@@ -451,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         r = self._record()
-        if r.headers.get("upgrade", "").lower() == "websocket":
+        if _is_upgrade(r.headers.get("upgrade", "")):
             if self.fake.websockets and r.path.split("?", 1)[0].endswith("/responses"):
                 from tests.fakes.ws_upstream import serve_websocket
 
