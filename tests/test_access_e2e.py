@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import socket
 import subprocess
 import threading
@@ -22,6 +20,7 @@ import pytest
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_proc import GatewayProcess
 from tests.helpers import cao_env, remember, run_cao, write_account
+from tests.other_user import other_user
 from tests.procinfo import rss_mib
 from tests.test_refresh_e2e import refresh_calls, refreshed_tokens
 
@@ -148,16 +147,8 @@ def test_the_key_and_shim_stay_private_from_another_user(
     key_file = data_dir / "gateway.key"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("creating a second OS user needs root")
-    name = "caotestother"
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    reader = subprocess.run(
-        ["su", "-s", "/bin/sh", name, "-c", f"cat {key_file}"], capture_output=True, text=True
-    )
+    with other_user() as other:  # made for this test, removed after
+        reader = other.shell(f"cat {key_file}")
     assert reader.returncode != 0 and key_file.read_text().strip() not in reader.stdout
 
 
