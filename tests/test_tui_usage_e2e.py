@@ -25,31 +25,46 @@ pytestmark = pytest.mark.codex
 
 
 class Tmux:
-    """One program in a detached tmux session: keys in, the rendered screen out."""
+    """One program in a detached tmux session of a tmux server of its own: keys in, the
+    rendered screen out."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path) -> None:
         self.name = name
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         shell = f"cd {shlex.quote(str(cwd))} && env {exports} {shlex.join(command)}"
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", shell],
-            check=True, timeout=30,
-        )  # fmt: skip
+        self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "40", shell)
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.name, "-f", os.devnull, *args],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True, timeout=30)
+        self.tmux("send-keys", "-t", self.name, *keys)
 
     def type(self, text: str) -> None:
+        """Type `text` and submit it. Codex reads keys that arrive together as a paste, and an
+        Enter it gets while it is still busy can be lost: Enter is sent once the text shows,
+        and again while the screen shows no reaction to it."""
         self.keys("-l", text)
+        self.wait_for(text, timeout=15)
         time.sleep(0.5)
-        self.keys("Enter")
+        for _ in range(5):
+            before = self.screen()
+            self.keys("Enter")
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                if self.screen() != before:
+                    return
+        raise AssertionError(f"Codex never took {text!r}:\n{self.screen()}")
 
     def screen(self) -> str:
-        done = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
-            timeout=30, check=False,
-        )  # fmt: skip
-        return done.stdout
+        try:
+            return self.tmux("capture-pane", "-p", "-t", self.name)
+        except subprocess.CalledProcessError:
+            return ""
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
@@ -61,7 +76,9 @@ class Tmux:
         raise AssertionError(f"{text!r} not on screen:\n{self.screen()}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], timeout=30, check=False)
+        subprocess.run(
+            ["tmux", "-L", self.name, "kill-server"], capture_output=True, timeout=30, check=False
+        )
 
 
 def read_status(tui: Tmux) -> str:
