@@ -9,6 +9,7 @@ from mitmproxy.test import taddons
 from cao.addons.gateway import Gateway
 from tests.codex_harness import CODEX_VERSIONS, codex_binary
 from tests.fakes.upstream import FakeUpstream
+from tests.gateway_proc import GatewayProcess
 from tests.helpers import FAKE_CODEX, write_account
 
 
@@ -51,3 +52,15 @@ def gateway(data_dir: Path) -> Iterator[Gateway]:
     with taddons.context(gw) as tctx:
         tctx.configure(gw, cao_data_dir=str(data_dir))
         yield gw
+
+
+@pytest.fixture
+def gw(data_dir: Path, upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    """A real `cao gateway start` (mitmdump) over accounts a and b, in front of the fake."""
+    write_account(data_dir, "a")
+    write_account(data_dir, "b")
+    gateway = GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()

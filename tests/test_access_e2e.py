@@ -27,15 +27,6 @@ from tests.test_refresh_e2e import refresh_calls, refreshed_tokens
 MODEL = "/backend-api/codex/responses"
 
 
-@pytest.fixture
-def gw(data_dir: Path, upstream: FakeUpstream) -> GatewayProcess:
-    write_account(data_dir, "a")
-    write_account(data_dir, "b")
-    gateway = GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url).start()
-    yield gateway  # type: ignore[misc]
-    gateway.stop()
-
-
 def raw_request(gw: GatewayProcess, head: str, body: bytes = b"") -> tuple[int, str]:
     """Bytes on a socket, as an attacker sends them (no client library fixes the path)."""
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:

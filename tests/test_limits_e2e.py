@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.gateway_proc import GatewayProcess
@@ -20,15 +19,6 @@ from tests.other_user import other_user
 from tests.procinfo import rss_mib
 
 MODEL = "/backend-api/codex/responses"
-
-
-@pytest.fixture
-def gw(data_dir: Path, upstream: FakeUpstream) -> GatewayProcess:
-    write_account(data_dir, "a")
-    write_account(data_dir, "b")
-    gateway = GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url).start()
-    yield gateway  # type: ignore[misc]
-    gateway.stop()
 
 
 def turn(gw: GatewayProcess, conversation: str = "c1", timeout: float = 30) -> httpx.Response:

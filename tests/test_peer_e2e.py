@@ -47,15 +47,6 @@ print(json.dumps(seen))
 """
 
 
-@pytest.fixture
-def gw(data_dir: Path, upstream: FakeUpstream) -> GatewayProcess:
-    write_account(data_dir, "a")
-    write_account(data_dir, "b")
-    gateway = GatewayProcess(data_dir, upstream.url, "--auth-url", upstream.url).start()
-    yield gateway  # type: ignore[misc]
-    gateway.stop()
-
-
 def probe(user: object, gw: GatewayProcess, paths: list[str]) -> dict[str, str]:
     script = PROBE.replace("sys.argv[1]", repr(str(gw.port))).replace(
         "sys.argv[2]", repr(json.dumps(paths))

@@ -53,17 +53,10 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
+class Credentials:
+    """What a recorded request or socket says about who sent it (its headers)."""
+
     headers: dict[str, str]
-    body: bytes
-    at: float
-    rejected: str | None = None  # the blob rejection this request got, if any
-    raw: bytes = b""  # the body as it came (zstd from Codex)
-    compressed_answer: bool = False  # answered zstd-compressed
-    socket: int | None = None  # a WebSocket request: the index of its socket in `sockets`
 
     @property
     def account_id(self) -> str | None:
@@ -73,6 +66,19 @@ class Recorded:
     def token(self) -> str | None:
         auth = self.headers.get("authorization", "")
         return auth[7:] if auth.startswith("Bearer ") else None
+
+
+@dataclass
+class Recorded(Credentials):
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    rejected: str | None = None  # the blob rejection this request got, if any
+    raw: bytes = b""  # the body as it came (zstd from Codex)
+    compressed_answer: bool = False  # answered zstd-compressed
+    socket: int | None = None  # a WebSocket request: the index of its socket in `sockets`
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None

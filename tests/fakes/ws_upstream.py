@@ -30,6 +30,7 @@ import wsproto
 import wsproto.events as ws_events
 
 from tests.fakes.upstream import (
+    Credentials,
     Recorded,
     check_input,
     tool_call_events,
@@ -63,7 +64,7 @@ class WsFrame:
 
 
 @dataclass
-class WsSocket:
+class WsSocket(Credentials):
     """One WebSocket connection as the fake saw it."""
 
     path: str
@@ -73,15 +74,6 @@ class WsSocket:
     closed: float | None = None
     close_frame: bool = False  # the client sent a close frame (else it dropped TCP)
     response_ids: list[str] = field(default_factory=list)  # this connection's memory
-
-    @property
-    def account_id(self) -> str | None:
-        return self.headers.get("chatgpt-account-id")
-
-    @property
-    def token(self) -> str | None:
-        auth = self.headers.get("authorization", "")
-        return auth[7:] if auth.startswith("Bearer ") else None
 
     def client_frames(self) -> list[WsFrame]:
         return [f for f in self.frames if f.from_client]
